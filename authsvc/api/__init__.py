@@ -1,0 +1,73 @@
+"""HTTP layer: the problem+json Api, its blueprints, and request/response policies."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+
+from . import account, tokens, wellknown
+from .problems import ProblemApi
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def _check_request_body() -> None:
+    """Refuse oversized and non-JSON bodies before anything reads them."""
+    if request.method not in BODY_METHODS:
+        return
+    length = request.content_length
+    limit = request.max_content_length
+    if length is not None and limit is not None and length > limit:
+        raise RequestEntityTooLarge(f"the request body must be at most {limit} bytes")
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if ((length or 0) > 0 or chunked) and not _is_json(request.mimetype):
+        raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
+
+
+def _response_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.path.startswith("/api/auth/"):
+        # Token pairs and personal data: never stored by a browser or a shared cache.
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+    if response.mimetype in ("application/json", "application/problem+json"):
+        response.headers.setdefault(
+            "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
+        )
+    return response
+
+
+def init_api(app: Flask) -> ProblemApi:
+    app.config.update(
+        API_TITLE="authsvc",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+    )
+    api = ProblemApi(app)
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    for blueprint in (account.blp, tokens.blp, wellknown.blp):
+        api.register_blueprint(blueprint)
+    app.before_request(_check_request_body)
+    app.after_request(_response_headers)
+    return api

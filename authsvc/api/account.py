@@ -1,0 +1,43 @@
+"""Accounts: register, log in, who am I."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from ..db import get_session
+from ..services import accounts
+from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
+from .schemas import LoginArgsSchema, RegisterArgsSchema, TokenPairSchema, UserSchema
+
+blp = Blueprint("account", __name__, url_prefix="/api/auth", description="Accounts")
+
+
+@blp.post("/register")
+@blp.arguments(RegisterArgsSchema)
+@blp.response(201, TokenPairSchema)
+@blp.alt_response(409, description="email_taken")
+@blp.alt_response(422, description="validation_error or weak_password")
+def register(args: dict) -> object:
+    """Create an account and log it in"""
+    return accounts.register(
+        get_session(), runtime(), args["email"], args["password"], args["name"], client_info()
+    )
+
+
+@blp.post("/login")
+@blp.arguments(LoginArgsSchema)
+@blp.response(200, TokenPairSchema)
+@blp.alt_response(401, description="invalid_credentials")
+def login(args: dict) -> object:
+    """Log in with email and password"""
+    return accounts.login(get_session(), runtime(), args["email"], args["password"], client_info())
+
+
+@blp.get("/me")
+@blp.doc(security=BEARER_SECURITY)
+@bearer_required
+@blp.response(200, UserSchema)
+@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
+def me() -> object:
+    """The current user"""
+    return current_principal().user

@@ -1,0 +1,188 @@
+"""Settings: defaults + environment (+ explicit overrides) -> one validated, frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENVIRONMENTS = ("development", "production")
+ALGORITHMS = ("ES256", "EdDSA", "RS256", "HS256")
+SMTP_TLS_MODES = ("none", "starttls", "ssl")
+MAIL_BACKENDS = ("outbox", "smtp")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of authsvc. Names match the environment variables (README lists them)."""
+
+    AUTHSVC_ENV: str = "development"
+    INSTANCE_PATH: str = ""
+    DATABASE_URL: str = ""
+    DATABASE_POOL_SIZE: int = 5
+
+    ACCESS_TOKEN_TTL: int = 1800
+    REFRESH_TOKEN_TTL: int = 7 * 24 * 3600
+    SESSION_MAX_LIFETIME: int = 30 * 24 * 3600
+    REFRESH_REUSE_GRACE: int = 10
+    PASSWORD_RESET_TTL: int = 1800
+
+    JWT_ALGORITHM: str = "ES256"
+    JWT_SECRET: str = field(default="", repr=False)
+    JWT_PRIVATE_KEY_FILE: str = ""
+    JWT_LEEWAY: int = 10
+    JWT_ISSUER: str = "authsvc"
+    JWT_AUDIENCE: str = "authsvc"
+
+    ARGON2_MEMORY_COST: int = 19 * 1024
+    ARGON2_TIME_COST: int = 2
+    ARGON2_PARALLELISM: int = 1
+    PASSWORD_MIN_LENGTH: int = 12
+    PASSWORD_MAX_LENGTH: int = 256
+
+    MAX_CONTENT_LENGTH: int = 64 * 1024
+    TRUSTED_PROXY_HOPS: int = 0
+    CORS_ORIGINS: tuple[str, ...] = ()
+
+    RATELIMIT_ENABLED: bool = True
+    RATELIMIT_STORAGE_URI: str = "memory://"
+
+    MAIL_BACKEND: str = "outbox"
+    MAIL_OUTBOX_DIR: str = ""
+    MAIL_FROM: str = "authsvc <no-reply@localhost>"
+    SMTP_HOST: str = "localhost"
+    SMTP_PORT: int = 25
+    SMTP_TLS: str = "none"
+    SMTP_USERNAME: str = ""
+    SMTP_PASSWORD: str = field(default="", repr=False)
+    SMTP_TIMEOUT: int = 10
+    FRONTEND_URL: str = "http://localhost:3000"
+
+    LOG_LEVEL: str = "INFO"
+
+    @property
+    def is_production(self) -> bool:
+        return self.AUTHSVC_ENV == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.DATABASE_URL.startswith("sqlite")
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    """Turn an environment string (or an override value) into the field's type."""
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, not {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if isinstance(default, tuple):
+        items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+        return tuple(item.strip() for item in items if item.strip())
+    return str(raw)
+
+
+def normalise_database_url(url: str) -> str:
+    """`postgresql://` and `postgres://` mean psycopg 3, like `postgresql+psycopg://`."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    instance_path: str | None = None,
+) -> Settings:
+    """Build Settings from defaults, then the environment, then `overrides`; validate them."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, f in _FIELDS.items():
+        default = f.default
+        if name in environ:
+            values[name] = _coerce(name, environ[name], default)
+        if overrides and name in overrides:
+            values[name] = _coerce(name, overrides[name], default)
+    if not values.get("INSTANCE_PATH"):
+        values["INSTANCE_PATH"] = instance_path or str(Path.cwd() / "instance")
+    settings = Settings(**values)
+    return _validate(_fill_defaults(settings))
+
+
+def _fill_defaults(s: Settings) -> Settings:
+    """Defaults that depend on other settings (paths under the instance folder)."""
+    changes: dict[str, Any] = {}
+    if not s.DATABASE_URL and not s.is_production:
+        changes["DATABASE_URL"] = f"sqlite:///{Path(s.INSTANCE_PATH) / 'authsvc.db'}"
+    elif s.DATABASE_URL:
+        changes["DATABASE_URL"] = normalise_database_url(s.DATABASE_URL)
+    if not s.MAIL_OUTBOX_DIR:
+        changes["MAIL_OUTBOX_DIR"] = str(Path(s.INSTANCE_PATH) / "outbox")
+    return Settings(**{**s.__dict__, **changes}) if changes else s
+
+
+def _validate(s: Settings) -> Settings:
+    problems: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    check(s.AUTHSVC_ENV in ENVIRONMENTS, f"AUTHSVC_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    check(s.JWT_ALGORITHM in ALGORITHMS, f"JWT_ALGORITHM must be one of {', '.join(ALGORITHMS)}")
+    check(0 <= s.JWT_LEEWAY <= 30, "JWT_LEEWAY must be between 0 and 30 seconds")
+    check(60 <= s.ACCESS_TOKEN_TTL <= 24 * 3600, "ACCESS_TOKEN_TTL must be 60 s to 24 h")
+    check(s.REFRESH_TOKEN_TTL >= 60, "REFRESH_TOKEN_TTL must be at least 60 s")
+    check(
+        s.SESSION_MAX_LIFETIME >= s.REFRESH_TOKEN_TTL,
+        "SESSION_MAX_LIFETIME must be at least REFRESH_TOKEN_TTL",
+    )
+    check(0 <= s.REFRESH_REUSE_GRACE <= 300, "REFRESH_REUSE_GRACE must be 0 to 300 seconds")
+    check(s.PASSWORD_RESET_TTL >= 60, "PASSWORD_RESET_TTL must be at least 60 s")
+    check(8 <= s.PASSWORD_MIN_LENGTH <= 64, "PASSWORD_MIN_LENGTH must be 8 to 64")
+    check(s.ARGON2_MEMORY_COST >= 8, "ARGON2_MEMORY_COST is in KiB and must be at least 8")
+    check(s.ARGON2_TIME_COST >= 1, "ARGON2_TIME_COST must be at least 1")
+    check(s.ARGON2_PARALLELISM >= 1, "ARGON2_PARALLELISM must be at least 1")
+    check(s.MAX_CONTENT_LENGTH >= 1024, "MAX_CONTENT_LENGTH must be at least 1024 bytes")
+    check(0 <= s.TRUSTED_PROXY_HOPS <= 10, "TRUSTED_PROXY_HOPS must be 0 to 10")
+    check("*" not in s.CORS_ORIGINS, "CORS_ORIGINS must list origins; '*' is not allowed")
+    check(
+        s.MAIL_BACKEND in MAIL_BACKENDS, f"MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}"
+    )
+    check(s.SMTP_TLS in SMTP_TLS_MODES, f"SMTP_TLS must be one of {', '.join(SMTP_TLS_MODES)}")
+    check(s.DATABASE_POOL_SIZE >= 1, "DATABASE_POOL_SIZE must be at least 1")
+    if s.JWT_ALGORITHM == "HS256":
+        check(
+            len(s.JWT_SECRET.encode()) >= 32,
+            "JWT_SECRET must be at least 32 bytes when JWT_ALGORITHM is HS256",
+        )
+    if s.is_production:
+        check(bool(s.DATABASE_URL), "DATABASE_URL must be set in production")
+        if s.JWT_ALGORITHM != "HS256":
+            check(
+                bool(s.JWT_PRIVATE_KEY_FILE),
+                "JWT_PRIVATE_KEY_FILE must name real signing keys in production "
+                "(authsvc never generates a key by itself there)",
+            )
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return s

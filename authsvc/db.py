@@ -1,0 +1,137 @@
+"""Database plumbing: declarative base, aware-UTC datetimes, engine factory, session per request."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Execution option that makes the next transaction on SQLite take the write lock up front.
+_WRITE_OPTION = "authsvc_write"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite stores them naive, in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # a CASE/RETURNING expression SQLite did not type
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """Create the app's one engine. SQLite: WAL, foreign keys, explicit BEGIN for write locks."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            hide_parameters=True,  # errors and logs never show bound values (hashes, emails)
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url,
+        hide_parameters=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,  # a connection broken by a database restart is replaced, not used
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy (below) emit BEGIN itself so writers can ask for BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # A deferred transaction that reads first cannot be upgraded to a writer once another
+        # connection has committed (SQLITE_BUSY, no retry); use cases that write take the
+        # lock first and wait for it in the busy handler instead.
+        immediate = conn.get_execution_options().get(_WRITE_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def begin_write(session: Session) -> None:
+    """Open the use case's write transaction (on SQLite: BEGIN IMMEDIATE).
+
+    Call it first in a service function that writes. A transaction that has only read so
+    far (a bearer check) is ended and reopened; ORM objects reload lazily.
+    """
+    if session.in_transaction():
+        if session.get_bind().dialect.name != "sqlite":
+            return
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("begin_write() after unflushed changes")
+        session.rollback()
+    session.connection(execution_options={_WRITE_OPTION: True})
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+
+
+def init_app(app: Any, engine: Engine) -> None:
+    """One session per request (or CLI command), closed at teardown."""
+    app.extensions["authsvc_db"] = (engine, make_session_factory(engine))
+    app.teardown_appcontext(_close_session)
+
+
+def get_session() -> Session:
+    from flask import current_app, g
+
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["authsvc_db"][1]()
+    return g.db_session
+
+
+def get_engine() -> Engine:
+    from flask import current_app
+
+    return current_app.extensions["authsvc_db"][0]
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    from flask import g
+
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()

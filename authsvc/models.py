@@ -1,0 +1,106 @@
+"""Tables: users, sessions (one per login on one device), refresh_tokens, reset tokens, events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, false
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Base
+
+# Integer primary keys that autoincrement on SQLite too (BIGINT is not a rowid alias there).
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+USER_AGENT_MAX = 512
+IP_MAX = 45  # an IPv6 address in its longest text form
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # stored lower-cased
+    name: Mapped[str | None] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    password_changed_at: Mapped[datetime]
+
+
+class AuthSession(Base):
+    """One login on one device: the chain of refresh tokens that rotation produces from it."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index(None, "user_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime]
+    # When the session ends unless refreshed: its live refresh token's expiry.
+    expires_at: Mapped[datetime]
+    # SESSION_MAX_LIFETIME after login; no rotation extends a session past it.
+    absolute_expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revoke_reason: Mapped[str | None] = mapped_column(String(32))
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX))
+    ip_address: Mapped[str | None] = mapped_column(String(IP_MAX))
+
+
+class RefreshToken(Base):
+    """One link of a session's chain. Only the SHA-256 of the token is stored."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = (
+        Index(None, "user_id"),
+        Index(None, "expires_at"),
+        Index(None, "user_id", "revoked"),
+        Index(None, "session_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    # Set once, by the one request that rotated this token away.
+    spent_at: Mapped[datetime | None]
+    # The successor token encrypted under a key only the holder of this token can derive,
+    # so that a retry within the grace window gets the same successor back.
+    successor_sealed: Mapped[bytes | None] = mapped_column(LargeBinary(128))
+    revoked: Mapped[bool] = mapped_column(default=False, server_default=false())
+    revoked_at: Mapped[datetime | None]
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX))
+    ip_address: Mapped[str | None] = mapped_column(String(IP_MAX))
+
+
+class PasswordResetToken(Base):
+    __tablename__ = "password_reset_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    # Set when the token was used or voided by a newer request; either way it is dead.
+    used_at: Mapped[datetime | None]
+
+
+class SecurityEvent(Base):
+    __tablename__ = "security_events"
+    __table_args__ = (Index(None, "user_id", "created_at"), Index(None, "created_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    ip_address: Mapped[str | None] = mapped_column(String(IP_MAX))
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX))
+    session_id: Mapped[uuid.UUID | None]
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)

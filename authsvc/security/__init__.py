@@ -1,0 +1,1 @@
+"""Cryptography owners: passwords (argon2), access tokens (PyJWT), opaque tokens."""

@@ -1,0 +1,300 @@
+"""Access tokens (the only PyJWT importer): signing keys, kid, issuing, verifying, JWKS."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from ..errors import InvalidToken, TokenExpired
+
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 (a media type, not a secret)
+DEV_KEY_MARKER = b"# authsvc development key: generated locally, never use in production\n"
+_REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "iat", "exp", "jti"]
+
+
+class KeyError_(ValueError):
+    """A signing key cannot be loaded or does not fit the configuration."""
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def algorithm_for(private_key: Any) -> str:
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        if not isinstance(private_key.curve, ec.SECP256R1):
+            raise KeyError_("only P-256 EC keys are supported (ES256)")
+        return "ES256"
+    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+        return "EdDSA"
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        if private_key.key_size < 2048:
+            raise KeyError_("RSA keys must be at least 2048 bits")
+        return "RS256"
+    raise KeyError_(f"unsupported key type {type(private_key).__name__}")
+
+
+def generate_private_key(algorithm: str) -> Any:
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    if algorithm == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    raise KeyError_(f"cannot generate a key for {algorithm}")
+
+
+def private_key_pem(private_key: Any) -> bytes:
+    return private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def public_jwk(public_key: Any) -> dict[str, str]:
+    """The public key as a JWK (members only, without kid/alg/use)."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return ECAlgorithm.to_jwk(public_key, as_dict=True)
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return OKPAlgorithm.to_jwk(public_key, as_dict=True)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return RSAAlgorithm.to_jwk(public_key, as_dict=True)
+    raise KeyError_(f"unsupported key type {type(public_key).__name__}")
+
+
+def jwk_thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638 thumbprint: the kid of an asymmetric key."""
+    required = {
+        "EC": ("crv", "kty", "x", "y"),
+        "OKP": ("crv", "kty", "x"),
+        "RSA": ("e", "kty", "n"),
+    }
+    members = {name: jwk[name] for name in required[jwk["kty"]]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return _b64url(hashlib.sha256(canonical).digest())
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    alg: str
+    signing_key: Any = field(repr=False)  # private key object, or the HS256 secret bytes
+    verifying_key: Any = field(repr=False)  # public key object, or the HS256 secret bytes
+    development: bool = False
+
+    @classmethod
+    def from_private_key(cls, private_key: Any, *, development: bool = False) -> SigningKey:
+        public_key = private_key.public_key()
+        return cls(
+            kid=jwk_thumbprint(public_jwk(public_key)),
+            alg=algorithm_for(private_key),
+            signing_key=private_key,
+            verifying_key=public_key,
+            development=development,
+        )
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> SigningKey:
+        try:
+            private_key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise KeyError_("not an unencrypted PEM private key") from exc
+        return cls.from_private_key(private_key, development=DEV_KEY_MARKER.strip() in pem)
+
+    @classmethod
+    def from_secret(cls, secret: str) -> SigningKey:
+        raw = secret.encode()
+        kid = "hs256-" + _b64url(hashlib.sha256(b"authsvc kid " + raw).digest())[:16]
+        return cls(kid=kid, alg="HS256", signing_key=raw, verifying_key=raw)
+
+    def jwk(self) -> dict[str, str] | None:
+        """Public JWK for the JWKS document; None for a shared secret."""
+        if self.alg == "HS256":
+            return None
+        return {**public_jwk(self.verifying_key), "kid": self.kid, "alg": self.alg, "use": "sig"}
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    sub: str
+    sid: str
+    jti: str
+    iat: int
+    exp: int
+    raw: dict[str, Any]
+
+
+class KeySet:
+    """Signs with the newest key; verifies with any published one, algorithm pinned per key."""
+
+    def __init__(
+        self,
+        keys: Sequence[SigningKey],
+        *,
+        issuer: str,
+        audience: str,
+        leeway: int,
+        access_ttl: int,
+    ) -> None:
+        if not keys:
+            raise KeyError_("no signing key")
+        self.keys = list(keys)
+        self.by_kid = {key.kid: key for key in self.keys}
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.access_ttl = access_ttl
+        self._jwks = {"keys": [jwk for key in self.keys if (jwk := key.jwk()) is not None]}
+
+    @property
+    def current(self) -> SigningKey:
+        return self.keys[0]
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return self._jwks
+
+    def issue_access_token(self, sub: str, sid: str, now: datetime) -> tuple[str, int]:
+        """A signed access token for user `sub` in session `sid`, and its lifetime in seconds."""
+        iat = int(now.timestamp())
+        key = self.current
+        payload = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": sub,
+            "sid": sid,
+            "iat": iat,
+            "exp": iat + self.access_ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        token = jwt.encode(
+            payload,
+            key.signing_key,
+            algorithm=key.alg,
+            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP},
+        )
+        return token, self.access_ttl
+
+    def verify_access_token(self, token: str, now: datetime) -> AccessClaims:
+        """Verify signature, typ, iss, aud and exp (with leeway); raise InvalidToken otherwise."""
+        if len(token) > 4096:
+            raise InvalidToken("malformed access token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise InvalidToken("malformed access token") from None
+        key = self.by_kid.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in (ACCESS_TOKEN_TYP, "application/at+jwt"):
+            raise InvalidToken("not an access token")
+        try:
+            claims = jwt.decode(
+                token,
+                key.verifying_key,
+                algorithms=[key.alg],  # pinned per key: no "none", no algorithm confusion
+                audience=self.audience,
+                issuer=self.issuer,
+                # Time is checked below against the app's clock, not PyJWT's.
+                options={
+                    "require": _REQUIRED_CLAIMS,
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.InvalidTokenError:
+            raise InvalidToken("invalid access token") from None
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if not isinstance(exp, int) or not isinstance(iat, int):
+            raise InvalidToken("invalid access token")
+        ts = now.timestamp()
+        if ts > exp + self.leeway:
+            raise TokenExpired("access token expired")
+        if iat > ts + self.leeway:
+            raise InvalidToken("access token issued in the future")
+        sub, sid, jti = claims.get("sub"), claims.get("sid"), claims.get("jti")
+        if not all(isinstance(v, str) for v in (sub, sid, jti)):
+            raise InvalidToken("invalid access token")
+        return AccessClaims(sub=sub, sid=sid, jti=jti, iat=iat, exp=exp, raw=claims)
+
+
+def load_key_file(path: str | Path) -> SigningKey:
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyError_(f"cannot read signing key {path}: {exc.strerror}") from None
+    return SigningKey.from_pem(pem)
+
+
+def development_key(directory: str | Path, algorithm: str) -> SigningKey:
+    """The instance's development key: generated on first use, then reused.
+
+    Several workers may start at once; the key is written to a temporary file and linked
+    into place, so exactly one generated key wins and everyone loads that one.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"dev-signing-key-{algorithm.lower()}.pem"
+    if not path.exists():
+        pem = DEV_KEY_MARKER + private_key_pem(generate_private_key(algorithm))
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".key-")
+        try:
+            os.write(fd, pem)
+            os.close(fd)
+            os.chmod(tmp, 0o600)
+            # If another worker won the race, its key stands and is the one loaded below.
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    return load_key_file(path)
+
+
+def keyset_from_settings(settings: Any) -> KeySet:
+    """The keys the settings name; in development only, a generated instance key."""
+    from ..config import ConfigError
+
+    try:
+        if settings.JWT_ALGORITHM == "HS256":
+            keys = [SigningKey.from_secret(settings.JWT_SECRET)]
+        elif settings.JWT_PRIVATE_KEY_FILE:
+            paths = [p.strip() for p in settings.JWT_PRIVATE_KEY_FILE.split(",") if p.strip()]
+            keys = [load_key_file(p) for p in paths]
+            if keys[0].alg != settings.JWT_ALGORITHM:
+                raise KeyError_(
+                    f"the signing key (first in JWT_PRIVATE_KEY_FILE) is {keys[0].alg}, "
+                    f"but JWT_ALGORITHM is {settings.JWT_ALGORITHM}"
+                )
+        else:
+            keys = [development_key(Path(settings.INSTANCE_PATH) / "keys", settings.JWT_ALGORITHM)]
+    except KeyError_ as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    if settings.is_production and any(key.development for key in keys):
+        raise ConfigError(
+            "invalid configuration: a development signing key is configured; production needs "
+            "a real key (flask --app wsgi keys generate)"
+        )
+    return KeySet(
+        keys,
+        issuer=settings.JWT_ISSUER,
+        audience=settings.JWT_AUDIENCE,
+        leeway=settings.JWT_LEEWAY,
+        access_ttl=settings.ACCESS_TOKEN_TTL,
+    )

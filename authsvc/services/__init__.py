@@ -1,0 +1,1 @@
+"""Use cases. Pure Python + SQLAlchemy: no Flask request objects, no marshmallow."""

@@ -1,0 +1,330 @@
+"""Sessions and their refresh-token chains: issue, rotate (atomically), revoke; bearer checks."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
+
+from ..db import begin_write
+from ..errors import InvalidToken, RefreshTokenReused
+from ..models import AuthSession, RefreshToken, User
+from ..runtime import Runtime
+from ..security.jwt import AccessClaims
+from ..security.tokens import (
+    MAX_TOKEN_LENGTH,
+    hash_token,
+    new_token,
+    open_successor,
+    seal_successor,
+)
+from .common import ClientInfo, TokenPair, parse_uuid
+from .events import record_event
+
+
+def _seconds_left(expires_at: datetime, now: datetime) -> int:
+    return max(0, int((expires_at - now).total_seconds()))
+
+
+def _token_pair(
+    rt: Runtime,
+    user: User,
+    session_id: uuid.UUID,
+    refresh: str,
+    refresh_exp: datetime,
+    now: datetime,
+) -> TokenPair:
+    access, expires_in = rt.keys.issue_access_token(str(user.id), str(session_id), now)
+    return TokenPair(
+        access_token=access,
+        refresh_token=refresh,
+        expires_in=expires_in,
+        refresh_expires_in=_seconds_left(refresh_exp, now),
+        user=user,
+        session_id=session_id,
+    )
+
+
+def start_session(
+    db: Session, rt: Runtime, user: User, client: ClientInfo, now: datetime
+) -> TokenPair:
+    """Add a new session with its first refresh token to the caller's transaction."""
+    s = rt.settings
+    absolute = now + timedelta(seconds=s.SESSION_MAX_LIFETIME)
+    expires = min(now + timedelta(seconds=s.REFRESH_TOKEN_TTL), absolute)
+    session = AuthSession(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        created_at=now,
+        last_used_at=now,
+        expires_at=expires,
+        absolute_expires_at=absolute,
+        user_agent=client.user_agent,
+        ip_address=client.ip_address,
+    )
+    raw = new_token()
+    db.add(session)
+    db.add(
+        RefreshToken(
+            user_id=user.id,
+            session_id=session.id,
+            token_hash=hash_token(raw),
+            created_at=now,
+            expires_at=expires,
+            last_used_at=now,
+            user_agent=client.user_agent,
+            ip_address=client.ip_address,
+        )
+    )
+    return _token_pair(rt, user, session.id, raw, expires, now)
+
+
+def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo) -> TokenPair:
+    """Spend `raw` and return its successor. Exactly one request can spend a token; the
+    others (retries within the grace window) get the same successor back, and anything
+    else presenting a spent token revokes the whole session."""
+    if not raw or len(raw) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("invalid refresh token")
+    now = rt.clock()
+    token_hash = hash_token(raw)
+    successor = new_token()
+    begin_write(db)
+    # The conditional UPDATE is the arbiter: its row count says who spent the token.
+    spent = db.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.token_hash == token_hash,
+            RefreshToken.spent_at.is_(None),
+            RefreshToken.revoked.is_(False),
+            RefreshToken.expires_at > now,
+        )
+        .values(spent_at=now, last_used_at=now, successor_sealed=seal_successor(raw, successor))
+        .returning(RefreshToken.session_id, RefreshToken.user_id)
+    ).first()
+    if spent is None:
+        return _replay_or_reject(db, rt, raw, token_hash, client, now)
+
+    renewed = now + timedelta(seconds=rt.settings.REFRESH_TOKEN_TTL)
+    session = db.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.id == spent.session_id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.absolute_expires_at > now,
+        )
+        .values(
+            last_used_at=now,
+            expires_at=case(
+                (AuthSession.absolute_expires_at < renewed, AuthSession.absolute_expires_at),
+                else_=renewed,
+            ),
+            ip_address=client.ip_address,
+            user_agent=client.user_agent,
+        )
+        .returning(AuthSession.expires_at)
+    ).first()
+    if session is None:  # the session was revoked or reached its absolute lifetime
+        db.rollback()
+        raise InvalidToken("refresh token revoked")
+    db.add(
+        RefreshToken(
+            user_id=spent.user_id,
+            session_id=spent.session_id,
+            token_hash=hash_token(successor),
+            created_at=now,
+            expires_at=session.expires_at,
+            user_agent=client.user_agent,
+            ip_address=client.ip_address,
+        )
+    )
+    user = db.get_one(User, spent.user_id)
+    db.commit()
+    return _token_pair(rt, user, spent.session_id, successor, session.expires_at, now)
+
+
+def _replay_or_reject(
+    db: Session, rt: Runtime, raw: str, token_hash: str, client: ClientInfo, now: datetime
+) -> TokenPair:
+    """The presented token could not be spent: unknown, dead, a retry, or reuse."""
+    row = db.execute(
+        select(
+            RefreshToken.session_id,
+            RefreshToken.user_id,
+            RefreshToken.spent_at,
+            RefreshToken.revoked,
+            RefreshToken.expires_at,
+            RefreshToken.successor_sealed,
+            AuthSession.revoked_at.label("session_revoked_at"),
+        )
+        .join(AuthSession, AuthSession.id == RefreshToken.session_id)
+        .where(RefreshToken.token_hash == token_hash)
+    ).first()
+    if (
+        row is None
+        or row.revoked
+        or row.session_revoked_at is not None
+        or row.spent_at is None  # not spendable yet unspent: it has expired
+        or row.expires_at <= now
+    ):
+        db.rollback()
+        raise InvalidToken("invalid refresh token")
+
+    grace = timedelta(seconds=rt.settings.REFRESH_REUSE_GRACE)
+    if now - row.spent_at <= grace and row.successor_sealed:
+        successor = open_successor(raw, row.successor_sealed)
+        live = (
+            successor is not None
+            and db.execute(
+                select(RefreshToken.expires_at).where(
+                    RefreshToken.token_hash == hash_token(successor),
+                    RefreshToken.spent_at.is_(None),
+                    RefreshToken.revoked.is_(False),
+                    RefreshToken.expires_at > now,
+                )
+            ).first()
+        )
+        if live:
+            user = db.get_one(User, row.user_id)
+            db.commit()  # nothing written; ends the write transaction, keeps `user` loaded
+            return _token_pair(rt, user, row.session_id, successor, live.expires_at, now)
+
+    # A spent token outside the grace window (or whose successor moved on): someone holds
+    # a copy they should not. End the session before answering, so the error cannot undo it.
+    _revoke_sessions(db, now, "refresh_token_reused", session_id=row.session_id)
+    record_event(
+        db,
+        "refresh_token_reused",
+        now=now,
+        client=client,
+        user_id=row.user_id,
+        session_id=row.session_id,
+    )
+    db.commit()
+    raise RefreshTokenReused("refresh token was already used; the session has been revoked")
+
+
+def _revoke_sessions(
+    db: Session,
+    now: datetime,
+    reason: str,
+    *,
+    session_id: uuid.UUID | None = None,
+    user_id: uuid.UUID | None = None,
+    keep_session_id: uuid.UUID | None = None,
+) -> int:
+    """Revoke one session, or every live session of a user (but `keep_session_id`).
+
+    Tokens first, then sessions: the same lock order as rotation, so the two never
+    deadlock on PostgreSQL. Returns how many active sessions were ended.
+    """
+    token_filter = (
+        [RefreshToken.session_id == session_id]
+        if session_id is not None
+        else [RefreshToken.user_id == user_id]
+    )
+    session_filter = (
+        [AuthSession.id == session_id]
+        if session_id is not None
+        else [AuthSession.user_id == user_id]
+    )
+    if keep_session_id is not None:
+        token_filter.append(RefreshToken.session_id != keep_session_id)
+        session_filter.append(AuthSession.id != keep_session_id)
+    db.execute(
+        update(RefreshToken)
+        .where(*token_filter, RefreshToken.revoked.is_(False))
+        .values(revoked=True, revoked_at=now)
+    )
+    result = db.execute(
+        update(AuthSession)
+        .where(*session_filter, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=now, revoke_reason=reason)
+        .returning(AuthSession.expires_at)
+    )
+    return sum(1 for (expires_at,) in result if expires_at > now)
+
+
+def revoke_all_sessions(
+    db: Session,
+    user_id: uuid.UUID,
+    now: datetime,
+    reason: str,
+    *,
+    keep_session_id: uuid.UUID | None = None,
+) -> int:
+    """Within the caller's write transaction: end every session of the user (but one)."""
+    return _revoke_sessions(db, now, reason, user_id=user_id, keep_session_id=keep_session_id)
+
+
+def revoke_session(db: Session, session_id: uuid.UUID, now: datetime, reason: str) -> int:
+    """Within the caller's write transaction: end one session; 1 if it was active."""
+    return _revoke_sessions(db, now, reason, session_id=session_id)
+
+
+def logout(db: Session, rt: Runtime, raw: str, client: ClientInfo) -> None:
+    """End the session that `raw` belongs to. Unknown tokens are silently ignored."""
+    if not raw or len(raw) > MAX_TOKEN_LENGTH:
+        return
+    now = rt.clock()
+    begin_write(db)
+    row = db.execute(
+        select(RefreshToken.session_id, RefreshToken.user_id).where(
+            RefreshToken.token_hash == hash_token(raw)
+        )
+    ).first()
+    if row is None:
+        db.rollback()
+        return
+    if revoke_session(db, row.session_id, now, "logout"):
+        record_event(
+            db, "logout", now=now, client=client, user_id=row.user_id, session_id=row.session_id
+        )
+    db.commit()
+
+
+def logout_all(
+    db: Session, rt: Runtime, user_id: uuid.UUID, session_id: uuid.UUID, client: ClientInfo
+) -> int:
+    """End every session of the user, the caller's included; how many were active."""
+    now = rt.clock()
+    begin_write(db)
+    count = revoke_all_sessions(db, user_id, now, "logout_all")
+    record_event(
+        db,
+        "logout_all",
+        now=now,
+        client=client,
+        user_id=user_id,
+        session_id=session_id,
+        details={"revoked_sessions": count},
+    )
+    db.commit()
+    return count
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller behind a valid access token whose session is still live."""
+
+    user: User
+    session_id: uuid.UUID
+    claims: AccessClaims
+
+
+def authenticate_access_token(db: Session, rt: Runtime, token: str) -> Principal:
+    """Verify the token and that its session is live: one indexed lookup, user included."""
+    claims = rt.keys.verify_access_token(token, rt.clock())
+    user_id, session_id = parse_uuid(claims.sub), parse_uuid(claims.sid)
+    if user_id is None or session_id is None:
+        raise InvalidToken("invalid access token")
+    row = db.execute(
+        select(User, AuthSession.revoked_at)
+        .join(AuthSession, AuthSession.user_id == User.id)
+        .where(AuthSession.id == session_id, User.id == user_id)
+    ).first()
+    if row is None or row.revoked_at is not None:
+        raise InvalidToken("session has been revoked")
+    return Principal(user=row.User, session_id=session_id, claims=claims)
