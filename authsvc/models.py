@@ -33,7 +33,11 @@ class AuthSession(Base):
     """One login on one device: the chain of refresh tokens that rotation produces from it."""
 
     __tablename__ = "sessions"
-    __table_args__ = (Index(None, "user_id", "created_at"),)
+    __table_args__ = (
+        Index(None, "user_id", "created_at"),
+        Index(None, "expires_at"),  # purging ended sessions
+        Index(None, "revoked_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

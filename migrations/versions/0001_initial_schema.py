@@ -95,6 +95,8 @@ def upgrade() -> None:
             ["user_id", "created_at"],
             unique=False,
         )
+        batch_op.create_index(batch_op.f("ix_sessions_expires_at"), ["expires_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sessions_revoked_at"), ["revoked_at"], unique=False)
 
     op.create_table(
         "sessions",
@@ -183,6 +185,8 @@ def downgrade() -> None:
 
     op.drop_table("refresh_tokens")
     with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_sessions_revoked_at"))
+        batch_op.drop_index(batch_op.f("ix_sessions_expires_at"))
         batch_op.drop_index(batch_op.f("ix_sessions_user_id_created_at"))
 
     op.drop_table("sessions")

@@ -1,0 +1,12 @@
+"""Operator commands (`flask --app wsgi …`); one module per family, registered here."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from . import keys, users
+
+    for command in (*users.COMMANDS, *keys.COMMANDS):
+        app.cli.add_command(command)
