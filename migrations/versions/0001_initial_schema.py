@@ -95,8 +95,6 @@ def upgrade() -> None:
             ["user_id", "created_at"],
             unique=False,
         )
-        batch_op.create_index(batch_op.f("ix_sessions_expires_at"), ["expires_at"], unique=False)
-        batch_op.create_index(batch_op.f("ix_sessions_revoked_at"), ["revoked_at"], unique=False)
 
     op.create_table(
         "sessions",
@@ -124,6 +122,8 @@ def upgrade() -> None:
             ["user_id", "created_at"],
             unique=False,
         )
+        batch_op.create_index(batch_op.f("ix_sessions_expires_at"), ["expires_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sessions_revoked_at"), ["revoked_at"], unique=False)
 
     op.create_table(
         "refresh_tokens",
