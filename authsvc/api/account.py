@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from ..db import get_session
 from ..services import accounts
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
+from .parsing import Blueprint
 from .schemas import LoginArgsSchema, RegisterArgsSchema, TokenPairSchema, UserSchema
 
 blp = Blueprint("account", __name__, url_prefix="/api/auth", description="Accounts")

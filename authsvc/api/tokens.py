@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from ..db import get_session
 from ..services import tokens
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
+from .parsing import Blueprint
 from .schemas import LogoutAllSchema, RefreshTokenArgsSchema, TokenPairSchema
 
 blp = Blueprint("tokens", __name__, url_prefix="/api/auth", description="Tokens")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask import current_app, jsonify
-from flask_smorest import Blueprint
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..db import get_session
 from ..errors import ServiceUnavailable
 from .auth import runtime
+from .parsing import Blueprint
 from .schemas import HealthSchema, JWKSSchema
 
 blp = Blueprint("operations", __name__, description="Keys and health")

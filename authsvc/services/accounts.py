@@ -28,6 +28,8 @@ def normalise_email(email: str) -> str:
         result = validate_email(email, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValidationFailed.field("email", str(exc)) from None
+    if len(result.local_part) > 64:  # RFC 5321 §4.5.3.1.1; email-validator lets it pass
+        raise ValidationFailed.field("email", "the part before the @ must be at most 64 characters")
     return result.normalized.lower()
 
 
