@@ -24,9 +24,11 @@ def runtime() -> Runtime:
 
 def _valid_ip(text: str) -> str | None:
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        address = ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+    # A zone ("fe80::1%eth0") means nothing beyond the proxy's host and has no length limit.
+    return None if getattr(address, "scope_id", None) else str(address)
 
 
 def client_ip() -> str | None:

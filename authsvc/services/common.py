@@ -16,8 +16,10 @@ class ClientInfo:
     user_agent: str | None = None
 
     def __post_init__(self) -> None:
-        if self.user_agent is not None and len(self.user_agent) > USER_AGENT_MAX:
-            object.__setattr__(self, "user_agent", self.user_agent[:USER_AGENT_MAX])
+        if self.user_agent is not None:
+            # PostgreSQL text cannot hold NUL; a header carrying one must not become a 500.
+            agent = self.user_agent.replace("\x00", "")[:USER_AGENT_MAX]
+            object.__setattr__(self, "user_agent", agent)
 
 
 @dataclass(frozen=True)
