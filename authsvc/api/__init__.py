@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
-from . import account, tokens, wellknown
+from . import account, sessions, tokens, wellknown
 from .problems import ProblemApi
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -66,7 +66,7 @@ def init_api(app: Flask) -> ProblemApi:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for blueprint in (account.blp, tokens.blp, wellknown.blp):
+    for blueprint in (account.blp, tokens.blp, sessions.blp, wellknown.blp):
         api.register_blueprint(blueprint)
     app.before_request(_check_request_body)
     app.after_request(_response_headers)

@@ -68,3 +68,84 @@ class JWKSSchema(ma.Schema):
 
 class HealthSchema(ma.Schema):
     status = ma.fields.String(required=True)
+
+
+class SessionSchema(ma.Schema):
+    id = ma.fields.UUID(required=True, metadata={"description": "the access token's sid"})
+    created_at = ma.fields.AwareDateTime(required=True)
+    last_used_at = ma.fields.AwareDateTime(
+        required=True, metadata={"description": "login or last refresh"}
+    )
+    expires_at = ma.fields.AwareDateTime(
+        required=True, metadata={"description": "when the session ends unless refreshed"}
+    )
+    user_agent = ma.fields.String(required=True, allow_none=True)
+    ip_address = ma.fields.String(required=True, allow_none=True)
+    current = ma.fields.Boolean(
+        required=True, metadata={"description": "the session of the access token used"}
+    )
+
+
+class EventsQuerySchema(StrictSchema):
+    limit = ma.fields.Integer(
+        load_default=50,
+        validate=validate.Range(min=1, max=100),
+        metadata={"description": "how many events, newest first (default 50, at most 100)"},
+    )
+
+
+class EventSchema(ma.Schema):
+    type = ma.fields.String(required=True)
+    created_at = ma.fields.AwareDateTime(required=True)
+    ip_address = ma.fields.String(required=True, allow_none=True)
+    user_agent = ma.fields.String(required=True, allow_none=True)
+    session_id = ma.fields.UUID(required=True, allow_none=True)
+
+
+class ForgotPasswordArgsSchema(StrictSchema):
+    email = Text(required=True, validate=validate.Length(max=320))
+
+
+class ResetPasswordArgsSchema(StrictSchema):
+    token = Text(
+        required=True,
+        load_only=True,
+        validate=validate.Length(min=1, max=512),
+        metadata={"description": "the reset token from the email (its link's `token`)"},
+    )
+    new_password = Text(
+        required=True, load_only=True, validate=validate.Length(max=MAX_PASSWORD_INPUT)
+    )
+
+
+class ChangePasswordArgsSchema(StrictSchema):
+    current_password = Text(
+        required=True, load_only=True, validate=validate.Length(max=MAX_PASSWORD_INPUT)
+    )
+    new_password = Text(
+        required=True, load_only=True, validate=validate.Length(max=MAX_PASSWORD_INPUT)
+    )
+
+
+class MessageSchema(ma.Schema):
+    message = ma.fields.String(required=True)
+
+
+class IntrospectionArgsSchema(StrictSchema):
+    token = Text(required=True, validate=validate.Length(min=1, max=4096))
+    token_type_hint = Text(validate=validate.Length(max=64))
+
+
+class IntrospectionSchema(ma.Schema):
+    """RFC 7662 §2.2: `active` only, or the token's claims when it is active."""
+
+    active = ma.fields.Boolean(required=True)
+    token_type = ma.fields.String()
+    client_id = ma.fields.String()
+    iss = ma.fields.String()
+    aud = ma.fields.String()
+    sub = ma.fields.String()
+    sid = ma.fields.String()
+    iat = ma.fields.Integer()
+    exp = ma.fields.Integer()
+    jti = ma.fields.String()

@@ -1,0 +1,50 @@
+"""Devices and security events: the caller's sessions, revoking one, recent events."""
+
+from __future__ import annotations
+
+from ..db import get_session
+from ..services import sessions
+from ..services.common import parse_uuid
+from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
+from .parsing import Blueprint
+from .schemas import EventSchema, EventsQuerySchema, SessionSchema
+
+blp = Blueprint("sessions", __name__, url_prefix="/api/auth", description="Sessions and events")
+
+
+@blp.get("/sessions")
+@blp.doc(security=BEARER_SECURITY)
+@bearer_required
+@blp.response(200, SessionSchema(many=True))
+@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
+def list_sessions() -> object:
+    """The current user's active sessions (devices), newest first"""
+    p = current_principal()
+    return sessions.list_sessions(get_session(), runtime(), p.user.id, p.session_id)
+
+
+# A string, not a uuid converter: a malformed id must get the same 404 as anyone else's.
+@blp.delete("/sessions/<session_id>")
+@blp.doc(security=BEARER_SECURITY)
+@bearer_required
+@blp.response(204)
+@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
+@blp.alt_response(404, description="not_found: no active session of the caller has this id")
+def revoke_session(session_id: str) -> None:
+    """Revoke one of the current user's sessions (log that device out)"""
+    p = current_principal()
+    sessions.revoke_own_session(
+        get_session(), runtime(), p.user.id, parse_uuid(session_id), p.session_id, client_info()
+    )
+
+
+@blp.get("/events")
+@blp.doc(security=BEARER_SECURITY)
+@bearer_required
+@blp.arguments(EventsQuerySchema, location="query")
+@blp.response(200, EventSchema(many=True))
+@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
+@blp.alt_response(422, description="validation_error: limit is not 1 to 100")
+def list_events(args: dict) -> object:
+    """The current user's recent security events, newest first"""
+    return sessions.list_events(get_session(), current_principal().user.id, args["limit"])
