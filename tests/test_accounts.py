@@ -180,3 +180,17 @@ def test_hash_is_upgraded_on_login_when_parameters_change(make_app, engine):
         ).status_code
         == 200
     )
+
+
+def test_create_user_command(app, login):
+    runner = app.test_cli_runner()
+    result = runner.invoke(
+        args=["create-user", "--email", "Ops@Example.com", "--name", "Ops", "--password", PASSWORD]
+    )
+    assert result.exit_code == 0, result.output
+    assert "ops@example.com" in result.output
+    assert PASSWORD not in result.output
+    login(email="ops@example.com")
+    weak = runner.invoke(args=["create-user", "--email", "w@example.com", "--password", "short"])
+    assert weak.exit_code != 0
+    assert "at least 12" in weak.output

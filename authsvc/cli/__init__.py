@@ -6,7 +6,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from . import keys, users
+    from . import keys, maintenance, users
 
-    for command in (*users.COMMANDS, *keys.COMMANDS):
+    for command in (*users.COMMANDS, *keys.COMMANDS, *maintenance.COMMANDS):
         app.cli.add_command(command)

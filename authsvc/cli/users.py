@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 
 from ..db import get_session
 from ..errors import AuthError
 
 
 @click.command("create-user")
+@with_appcontext
 @click.option("--email", required=True)
 @click.option("--name", default=None)
 @click.password_option(help="Prompted for (twice) when not given.")
