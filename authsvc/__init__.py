@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import click
 from flask import Flask
 
 from .config import load_settings
@@ -28,8 +29,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
     from . import cli, db
     from .api import init_api
     from .logs import configure_logging
-    from .security.jwt import keyset_from_settings
+    from .security.jwt import static_keyset
     from .security.passwords import Passwords
+    from .services.keys import KeyRing
 
     app = Flask(__name__)
     settings = load_settings(config, instance_path=app.instance_path)
@@ -37,14 +39,25 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_CONTENT_LENGTH
     app.config["AUTHSVC_SETTINGS"] = settings
 
-    db.init_app(app, db.make_engine(settings.DATABASE_URL, pool_size=settings.DATABASE_POOL_SIZE))
+    engine = db.make_engine(settings.DATABASE_URL, pool_size=settings.DATABASE_POOL_SIZE)
+    db.init_app(app, engine)
+    clock = clock or system_clock
+    keys = static_keyset(settings)
+    if keys is None:  # the default: keys shared through the database, rotated by the CLI
+        keys = KeyRing(engine, settings, clock)
+        # Serving without a key is refused; the CLI (which creates keys) may start anyway.
+        try:
+            keys.check_startup(refuse_without_key=click.get_current_context(silent=True) is None)
+        except Exception:
+            engine.dispose()
+            raise
     app.extensions["authsvc"] = Runtime(
         settings=settings,
-        keys=keyset_from_settings(settings),
+        keys=keys,
         passwords=Passwords(
             settings.ARGON2_MEMORY_COST, settings.ARGON2_TIME_COST, settings.ARGON2_PARALLELISM
         ),
-        clock=clock or system_clock,
+        clock=clock,
     )
     app.extensions["authsvc_schema_head"] = schema_head()
     init_api(app)

@@ -36,6 +36,9 @@ class Settings:
     JWT_ALGORITHM: str = "ES256"
     JWT_SECRET: str = field(default="", repr=False)
     JWT_PRIVATE_KEY_FILE: str = ""
+    JWT_KEY_ENCRYPTION_KEY: str = field(default="", repr=False)
+    JWT_KEY_PREPUBLISH: int = 600
+    JWT_KEYS_RELOAD_INTERVAL: int = 30
     JWT_LEEWAY: int = 10
     JWT_ISSUER: str = "authsvc"
     JWT_AUDIENCE: str = "authsvc"
@@ -175,13 +178,21 @@ def _validate(s: Settings) -> Settings:
             len(s.JWT_SECRET.encode()) >= 32,
             "JWT_SECRET must be at least 32 bytes when JWT_ALGORITHM is HS256",
         )
+    check(1 <= s.JWT_KEYS_RELOAD_INTERVAL <= 3600, "JWT_KEYS_RELOAD_INTERVAL must be 1 to 3600 s")
+    check(s.JWT_KEY_PREPUBLISH >= 0, "JWT_KEY_PREPUBLISH must be at least 0 s")
+    if s.JWT_KEY_ENCRYPTION_KEY:
+        check(
+            len(s.JWT_KEY_ENCRYPTION_KEY.encode()) >= 32,
+            "JWT_KEY_ENCRYPTION_KEY must be at least 32 bytes",
+        )
     if s.is_production:
         check(bool(s.DATABASE_URL), "DATABASE_URL must be set in production")
-        if s.JWT_ALGORITHM != "HS256":
+        if s.JWT_ALGORITHM != "HS256" and not s.JWT_PRIVATE_KEY_FILE:
             check(
-                bool(s.JWT_PRIVATE_KEY_FILE),
-                "JWT_PRIVATE_KEY_FILE must name real signing keys in production "
-                "(authsvc never generates a key by itself there)",
+                bool(s.JWT_KEY_ENCRYPTION_KEY),
+                "JWT_KEY_ENCRYPTION_KEY must be set in production (it protects the signing "
+                "keys stored in the database; authsvc never generates it there), or "
+                "JWT_PRIVATE_KEY_FILE must name key files",
             )
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -108,3 +108,33 @@ class SecurityEvent(Base):
     user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX))
     session_id: Mapped[uuid.UUID | None]
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class SigningKeyRecord(Base):
+    """A JWT signing key shared by every worker and instance. The private part is stored
+    encrypted under JWT_KEY_ENCRYPTION_KEY; state follows from the timestamps."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(10))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    private_key_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+    # Published from creation; signs from activates_at until a newer key activates.
+    activates_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    development: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+class ServiceClient(Base):
+    """A back-end service allowed to introspect tokens. Secrets are 256 random bits, so a
+    SHA-256 of them is as good as a slow hash and keeps introspection fast."""
+
+    __tablename__ = "service_clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the client_id
+    name: Mapped[str] = mapped_column(String(100))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -5,12 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from .config import Settings
-from .security.jwt import KeySet
+from .security.jwt import AccessClaims
 from .security.passwords import Passwords
 
 Clock = Callable[[], datetime]
+
+
+class AccessTokenKeys(Protocol):
+    """A static KeySet (HS256 secret, PEM files) or the database-backed KeyRing."""
+
+    jwks_max_age: int
+
+    def issue_access_token(self, sub: str, sid: str, now: datetime) -> tuple[str, int]: ...
+
+    def verify_access_token(self, token: str, now: datetime) -> AccessClaims: ...
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]: ...
 
 
 def system_clock() -> datetime:
@@ -20,6 +33,6 @@ def system_clock() -> datetime:
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
-    keys: KeySet
+    keys: AccessTokenKeys
     passwords: Passwords
     clock: Clock = system_clock

@@ -115,9 +115,30 @@ def clock() -> MovableClock:
 
 
 def _empty_tables(engine: Any) -> None:
+    # Signing keys stay: every app in the run shares them (as every worker of a deployment
+    # does), and apps cache them. Tests about keys use their own database (fresh_database_url).
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(delete(table))
+            if table.name != "signing_keys":
+                conn.execute(delete(table))
+
+
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database of its own, not migrated, dropped afterwards."""
+    if backend == "postgresql":
+        url, drop = create_scratch_database("authsvc_scratch")
+        yield url
+        drop()
+    else:
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+
+
+@pytest.fixture
+def fresh_database_url(empty_database_url: str) -> str:
+    """A database of its own, migrated to the head, dropped afterwards."""
+    command.upgrade(alembic_config(empty_database_url), "head")
+    return empty_database_url
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +170,9 @@ def make_app(base_config: dict[str, Any], clock: MovableClock) -> Iterator[Calla
     clock.offset = timedelta()
     for application in made:
         engine = application.extensions["authsvc_db"][0]
-        _empty_tables(engine)
+        # Apps on a database of their own (fresh_database_url) leave it to be dropped.
+        if base_config["DATABASE_URL"] == application.extensions["authsvc"].settings.DATABASE_URL:
+            _empty_tables(engine)
         engine.dispose()
 
 

@@ -43,8 +43,9 @@ def test_tokens_verify_with_the_published_jwks_only(client, user):
 
 
 @pytest.mark.parametrize("algorithm", ["EdDSA", "RS256"])
-def test_other_asymmetric_algorithms(make_app, algorithm):
-    app = make_app(JWT_ALGORITHM=algorithm)
+def test_other_asymmetric_algorithms(make_app, fresh_database_url, algorithm):
+    # A database without keys yet: its first key is of the configured algorithm.
+    app = make_app(JWT_ALGORITHM=algorithm, DATABASE_URL=fresh_database_url)
     client = app.test_client()
     pair = client.post(
         "/api/auth/register", json={"email": "alg@example.com", "password": PASSWORD}

@@ -19,9 +19,10 @@ blp = Blueprint("operations", __name__, description="Keys and health")
 @blp.response(200, JWKSSchema)
 def jwks() -> object:
     """Public keys that verify access tokens (RFC 7517)"""
-    response = jsonify(runtime().keys.jwks())
+    keys = runtime().keys
+    response = jsonify(keys.jwks())
     # Short enough that a newly published key is seen well before it starts signing.
-    response.headers["Cache-Control"] = "public, max-age=300"
+    response.headers["Cache-Control"] = f"public, max-age={keys.jwks_max_age}"
     return response
 
 

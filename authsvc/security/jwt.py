@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from ..errors import InvalidToken, TokenExpired
@@ -29,6 +31,10 @@ _REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "iat", "exp", "jti"]
 
 class KeyError_(ValueError):
     """A signing key cannot be loaded or does not fit the configuration."""
+
+
+class UnknownSigningKey(InvalidToken):
+    """The token names a kid this key set does not hold (maybe one published since)."""
 
 
 def _b64url(data: bytes) -> str:
@@ -94,7 +100,7 @@ def jwk_thumbprint(jwk: dict[str, str]) -> str:
 class SigningKey:
     kid: str
     alg: str
-    signing_key: Any = field(repr=False)  # private key object, or the HS256 secret bytes
+    signing_key: Any = field(repr=False)  # private key object, HS256 secret bytes, or None
     verifying_key: Any = field(repr=False)  # public key object, or the HS256 secret bytes
     development: bool = False
 
@@ -123,6 +129,13 @@ class SigningKey:
         kid = "hs256-" + _b64url(hashlib.sha256(b"authsvc kid " + raw).digest())[:16]
         return cls(kid=kid, alg="HS256", signing_key=raw, verifying_key=raw)
 
+    @classmethod
+    def from_public_jwk(cls, kid: str, alg: str, jwk: dict[str, str]) -> SigningKey:
+        """A verify-only key (no private part), as published in a JWKS."""
+        algorithm = {"ES256": ECAlgorithm, "EdDSA": OKPAlgorithm, "RS256": RSAAlgorithm}[alg]
+        public_key = algorithm.from_jwk(json.dumps(jwk))
+        return cls(kid=kid, alg=alg, signing_key=None, verifying_key=public_key)
+
     def jwk(self) -> dict[str, str] | None:
         """Public JWK for the JWKS document; None for a shared secret."""
         if self.alg == "HS256":
@@ -141,7 +154,7 @@ class AccessClaims:
 
 
 class KeySet:
-    """Signs with the newest key; verifies with any published one, algorithm pinned per key."""
+    """Signs with one key; verifies with any published one, the algorithm pinned per key."""
 
     def __init__(
         self,
@@ -151,20 +164,26 @@ class KeySet:
         audience: str,
         leeway: int,
         access_ttl: int,
+        signer: SigningKey | None = None,
+        jwks_max_age: int = 300,
     ) -> None:
-        if not keys:
+        if not keys and signer is None:
             raise KeyError_("no signing key")
         self.keys = list(keys)
+        self.signer = signer if signer is not None else self.keys[0]
+        if self.signer.kid not in {key.kid for key in self.keys}:
+            self.keys.insert(0, self.signer)
         self.by_kid = {key.kid: key for key in self.keys}
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
         self.access_ttl = access_ttl
+        self.jwks_max_age = jwks_max_age
         self._jwks = {"keys": [jwk for key in self.keys if (jwk := key.jwk()) is not None]}
 
     @property
     def current(self) -> SigningKey:
-        return self.keys[0]
+        return self.signer
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return self._jwks
@@ -200,7 +219,7 @@ class KeySet:
             raise InvalidToken("malformed access token") from None
         key = self.by_kid.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
         if key is None:
-            raise InvalidToken("unknown signing key")
+            raise UnknownSigningKey("unknown signing key")
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in (ACCESS_TOKEN_TYP, "application/at+jwt"):
             raise InvalidToken("not an access token")
@@ -235,6 +254,52 @@ class KeySet:
         return AccessClaims(sub=sub, sid=sid, jti=jti, iat=iat, exp=exp, raw=claims)
 
 
+def _kek_cipher(encryption_key: str) -> AESGCM:
+    return AESGCM(
+        hashlib.sha256(b"authsvc signing-key encryption " + encryption_key.encode()).digest()
+    )
+
+
+def seal_private_key(encryption_key: str, kid: str, private_key: Any) -> bytes:
+    """Encrypt a private key for storage (AES-GCM under JWT_KEY_ENCRYPTION_KEY, bound to kid)."""
+    nonce = os.urandom(12)
+    return nonce + _kek_cipher(encryption_key).encrypt(
+        nonce, private_key_pem(private_key), kid.encode()
+    )
+
+
+def open_private_key(encryption_key: str, kid: str, sealed: bytes) -> Any:
+    try:
+        pem = _kek_cipher(encryption_key).decrypt(sealed[:12], sealed[12:], kid.encode())
+    except (InvalidTag, ValueError):
+        raise KeyError_(
+            f"cannot decrypt signing key {kid}: JWT_KEY_ENCRYPTION_KEY is not the one it was "
+            "stored with"
+        ) from None
+    return serialization.load_pem_private_key(pem, password=None)
+
+
+def write_secret_file(path: Path, content: bytes) -> bytes:
+    """Create `path` (mode 0600) with `content` unless it exists; return what it holds.
+
+    Several workers may start at once: the content goes to a temporary file that is linked
+    into place, so exactly one writer wins and everyone reads that one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            os.write(fd, content)
+            os.close(fd)
+            os.chmod(tmp, 0o600)
+            # If another worker won the race, its file stands and is the one read below.
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    return path.read_bytes()
+
+
 def load_key_file(path: str | Path) -> SigningKey:
     try:
         pem = Path(path).read_bytes()
@@ -244,53 +309,37 @@ def load_key_file(path: str | Path) -> SigningKey:
 
 
 def development_key(directory: str | Path, algorithm: str) -> SigningKey:
-    """The instance's development key: generated on first use, then reused.
-
-    Several workers may start at once; the key is written to a temporary file and linked
-    into place, so exactly one generated key wins and everyone loads that one.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"dev-signing-key-{algorithm.lower()}.pem"
-    if not path.exists():
-        pem = DEV_KEY_MARKER + private_key_pem(generate_private_key(algorithm))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".key-")
-        try:
-            os.write(fd, pem)
-            os.close(fd)
-            os.chmod(tmp, 0o600)
-            # If another worker won the race, its key stands and is the one loaded below.
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    return load_key_file(path)
+    """A development key kept in a file: generated on first use, then reused."""
+    path = Path(directory) / f"dev-signing-key-{algorithm.lower()}.pem"
+    pem = DEV_KEY_MARKER + private_key_pem(generate_private_key(algorithm))
+    return SigningKey.from_pem(write_secret_file(path, pem))
 
 
-def keyset_from_settings(settings: Any) -> KeySet:
-    """The keys the settings name; in development only, a generated instance key."""
+def static_keyset(settings: Any) -> KeySet | None:
+    """The key set fixed by the settings (HS256 secret or PEM files), or None when the keys
+    live in the database (the default; see services/keys.py)."""
     from ..config import ConfigError
 
-    try:
-        if settings.JWT_ALGORITHM == "HS256":
-            keys = [SigningKey.from_secret(settings.JWT_SECRET)]
-        elif settings.JWT_PRIVATE_KEY_FILE:
-            paths = [p.strip() for p in settings.JWT_PRIVATE_KEY_FILE.split(",") if p.strip()]
+    if settings.JWT_ALGORITHM == "HS256":
+        keys = [SigningKey.from_secret(settings.JWT_SECRET)]
+    elif settings.JWT_PRIVATE_KEY_FILE:
+        paths = [p.strip() for p in settings.JWT_PRIVATE_KEY_FILE.split(",") if p.strip()]
+        try:
             keys = [load_key_file(p) for p in paths]
-            if keys[0].alg != settings.JWT_ALGORITHM:
-                raise KeyError_(
-                    f"the signing key (first in JWT_PRIVATE_KEY_FILE) is {keys[0].alg}, "
-                    f"but JWT_ALGORITHM is {settings.JWT_ALGORITHM}"
-                )
-        else:
-            keys = [development_key(Path(settings.INSTANCE_PATH) / "keys", settings.JWT_ALGORITHM)]
-    except KeyError_ as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
-    if settings.is_production and any(key.development for key in keys):
-        raise ConfigError(
-            "invalid configuration: a development signing key is configured; production needs "
-            "a real key (flask --app wsgi keys generate)"
-        )
+        except KeyError_ as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from None
+        if keys[0].alg != settings.JWT_ALGORITHM:
+            raise ConfigError(
+                f"invalid configuration: the signing key (first in JWT_PRIVATE_KEY_FILE) is "
+                f"{keys[0].alg}, but JWT_ALGORITHM is {settings.JWT_ALGORITHM}"
+            )
+        if settings.is_production and any(key.development for key in keys):
+            raise ConfigError(
+                "invalid configuration: JWT_PRIVATE_KEY_FILE names a development key; "
+                "production needs a real one (flask --app wsgi keys generate)"
+            )
+    else:
+        return None
     return KeySet(
         keys,
         issuer=settings.JWT_ISSUER,
