@@ -94,3 +94,13 @@ class RateLimited(AuthError):
 
 class ServiceUnavailable(AuthError):
     status, code, title = 503, "service_unavailable", "Service temporarily unavailable"
+
+
+class InvalidClient(AuthError):
+    """A service client's credentials (introspection) are missing or wrong."""
+
+    status, code, title = 401, "invalid_client", "Client authentication failed"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": 'Basic realm="authsvc"'}

@@ -181,3 +181,11 @@ def test_hostile_input_loses_nothing(client, user):
         client.post("/api/auth/refresh", json={"refresh_token": user["refresh_token"]}).status_code
         == 200
     )
+
+
+def test_every_blueprint_parses_json_strictly(app):
+    from authsvc.api.parsing import StrictJSONParser
+
+    for name, blueprint in app.blueprints.items():
+        if hasattr(blueprint, "ARGUMENTS_PARSER"):  # flask-smorest blueprints
+            assert isinstance(blueprint.ARGUMENTS_PARSER, StrictJSONParser), name

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
-from . import account, sessions, tokens, wellknown
+from . import account, introspection, sessions, tokens, wellknown
 from .problems import ProblemApi
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -34,7 +34,11 @@ def _check_request_body() -> None:
     if length is not None and limit is not None and length > limit:
         raise RequestEntityTooLarge(f"the request body must be at most {limit} bytes")
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    if ((length or 0) > 0 or chunked) and not _is_json(request.mimetype):
+    if not ((length or 0) > 0 or chunked) or _is_json(request.mimetype):
+        return
+    view = current_app.view_functions.get(request.endpoint or "")
+    form_ok = getattr(view, "accepts_form_body", False)
+    if not (form_ok and request.mimetype == "application/x-www-form-urlencoded"):
         raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
 
 
@@ -66,7 +70,14 @@ def init_api(app: Flask) -> ProblemApi:
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     )
-    for blueprint in (account.blp, tokens.blp, sessions.blp, wellknown.blp):
+    api.spec.components.security_scheme("clientBasicAuth", {"type": "http", "scheme": "basic"})
+    for blueprint in (
+        account.blp,
+        tokens.blp,
+        sessions.blp,
+        introspection.blp,
+        wellknown.blp,
+    ):
         api.register_blueprint(blueprint)
     app.before_request(_check_request_body)
     app.after_request(_response_headers)

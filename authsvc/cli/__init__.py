@@ -6,7 +6,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from . import keys, maintenance, users
+    from . import clients, keys, maintenance, users
 
-    for command in (*users.COMMANDS, *keys.COMMANDS, *maintenance.COMMANDS):
+    for command in (*users.COMMANDS, *keys.COMMANDS, *clients.COMMANDS, *maintenance.COMMANDS):
         app.cli.add_command(command)

@@ -1,0 +1,94 @@
+"""Service clients and token introspection (RFC 7662) for back ends that need revocation
+to take effect at once rather than when an access token expires."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ..db import begin_write
+from ..errors import AuthError, InvalidClient, NotFound
+from ..models import AuthSession, ServiceClient
+from ..runtime import Runtime
+from ..security.tokens import hash_token, new_token
+from .common import parse_uuid
+
+INACTIVE: dict[str, Any] = {"active": False}
+
+
+def create_client(db: Session, rt: Runtime, name: str) -> tuple[ServiceClient, str]:
+    """Register a client; returns it with its secret, which is shown once and stored hashed."""
+    name = " ".join(name.split())
+    if not name or len(name) > 100:
+        raise AuthError("the client name must be 1 to 100 characters")
+    secret = new_token()
+    client = ServiceClient(
+        id="svc_" + secrets.token_hex(12),
+        name=name,
+        secret_hash=hash_token(secret),
+        created_at=rt.clock(),
+    )
+    begin_write(db)
+    db.add(client)
+    db.commit()
+    return client, secret
+
+
+def revoke_client(db: Session, rt: Runtime, client_id: str) -> None:
+    begin_write(db)
+    result = db.execute(
+        update(ServiceClient)
+        .where(ServiceClient.id == client_id, ServiceClient.revoked_at.is_(None))
+        .values(revoked_at=rt.clock())
+    )
+    if result.rowcount != 1:
+        db.rollback()
+        raise NotFound(f"no active client {client_id}")
+    db.commit()
+
+
+def list_clients(db: Session) -> list[ServiceClient]:
+    return list(db.scalars(select(ServiceClient).order_by(ServiceClient.created_at)))
+
+
+def authenticate_client(db: Session, client_id: str, secret: str) -> ServiceClient:
+    """The active client with these credentials, or InvalidClient (same answer for all)."""
+    if not client_id or not secret or len(client_id) > 64 or len(secret) > 128:
+        raise InvalidClient("invalid client credentials")
+    client = db.get(ServiceClient, client_id)
+    expected = client.secret_hash if client is not None else hash_token("unknown client")
+    # Constant-time comparison whether or not the client exists.
+    if not hmac.compare_digest(expected, hash_token(secret)) or client is None:
+        raise InvalidClient("invalid client credentials")
+    if client.revoked_at is not None:
+        raise InvalidClient("invalid client credentials")
+    return client
+
+
+def introspect(db: Session, rt: Runtime, client: ServiceClient, token: str) -> dict[str, Any]:
+    """RFC 7662: the claims of a valid access token of a live session, else active=false."""
+    try:
+        claims = rt.keys.verify_access_token(token, rt.clock())
+    except AuthError:
+        return INACTIVE
+    session_id = parse_uuid(claims.sid)
+    user_id = parse_uuid(claims.sub)
+    if session_id is None or user_id is None:
+        return INACTIVE
+    revoked = db.execute(
+        select(AuthSession.revoked_at).where(
+            AuthSession.id == session_id, AuthSession.user_id == user_id
+        )
+    ).first()
+    if revoked is None or revoked.revoked_at is not None:
+        return INACTIVE
+    return {
+        "active": True,
+        "token_type": "access_token",
+        "client_id": client.id,
+        **{k: claims.raw[k] for k in ("iss", "aud", "sub", "sid", "iat", "exp", "jti")},
+    }
