@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("development", "production")
 ALGORITHMS = ("ES256", "EdDSA", "RS256", "HS256")
@@ -65,6 +67,7 @@ class Settings:
     SMTP_USERNAME: str = ""
     SMTP_PASSWORD: str = field(default="", repr=False)
     SMTP_TIMEOUT: int = 10
+    SMTP_CA_FILE: str = ""
     FRONTEND_URL: str = "http://localhost:3000"
 
     LOG_LEVEL: str = "INFO"
@@ -143,6 +146,25 @@ def _fill_defaults(s: Settings) -> Settings:
     return Settings(**{**s.__dict__, **changes}) if changes else s
 
 
+def _is_mailbox(value: str) -> bool:
+    """A From header value: one address with a domain, nothing that could split a header."""
+    if "\r" in value or "\n" in value:
+        return False
+    local, _, domain = parseaddr(value)[1].rpartition("@")
+    return bool(local and domain)
+
+
+def _is_web_origin(value: str) -> bool:
+    """FRONTEND_URL: an absolute http(s) URL that a path and a query can be appended to."""
+    parts = urlsplit(value)
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not parts.query
+        and not parts.fragment
+    )
+
+
 def _validate(s: Settings) -> Settings:
     problems: list[str] = []
 
@@ -172,6 +194,21 @@ def _validate(s: Settings) -> Settings:
         s.MAIL_BACKEND in MAIL_BACKENDS, f"MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}"
     )
     check(s.SMTP_TLS in SMTP_TLS_MODES, f"SMTP_TLS must be one of {', '.join(SMTP_TLS_MODES)}")
+    check(1 <= s.SMTP_PORT <= 65535, "SMTP_PORT must be 1 to 65535")
+    check(1 <= s.SMTP_TIMEOUT <= 300, "SMTP_TIMEOUT must be 1 to 300 seconds")
+    check(
+        not s.SMTP_USERNAME or s.SMTP_TLS != "none",
+        "SMTP_USERNAME needs SMTP_TLS=starttls or ssl (credentials are never sent in clear)",
+    )
+    check(
+        not s.SMTP_CA_FILE or Path(s.SMTP_CA_FILE).is_file(),
+        "SMTP_CA_FILE must name a readable PEM file",
+    )
+    check(_is_mailbox(s.MAIL_FROM), "MAIL_FROM must be an address, e.g. 'authsvc <no-reply@x.org>'")
+    check(
+        _is_web_origin(s.FRONTEND_URL),
+        "FRONTEND_URL must be an http(s) URL such as https://app.x.org",
+    )
     check(s.DATABASE_POOL_SIZE >= 1, "DATABASE_POOL_SIZE must be at least 1")
     if s.JWT_ALGORITHM == "HS256":
         check(
