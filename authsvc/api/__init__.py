@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
-from . import account, introspection, sessions, tokens, wellknown
+from . import account, introspection, passwords, sessions, tokens, wellknown
 from .problems import ProblemApi
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -74,6 +74,7 @@ def init_api(app: Flask) -> ProblemApi:
     for blueprint in (
         account.blp,
         tokens.blp,
+        passwords.blp,
         sessions.blp,
         introspection.blp,
         wellknown.blp,

@@ -48,6 +48,56 @@ def _token_pair(
     )
 
 
+def _add_refresh_token(
+    db: Session,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    raw: str,
+    expires_at: datetime,
+    client: ClientInfo,
+    now: datetime,
+) -> None:
+    db.add(
+        RefreshToken(
+            user_id=user_id,
+            session_id=session_id,
+            token_hash=hash_token(raw),
+            created_at=now,
+            expires_at=expires_at,
+            last_used_at=now,
+            user_agent=client.user_agent,
+            ip_address=client.ip_address,
+        )
+    )
+
+
+def _renew_session(
+    db: Session, rt: Runtime, session_id: uuid.UUID, client: ClientInfo, now: datetime
+) -> datetime | None:
+    """Mark the session used and push its expiry out by REFRESH_TOKEN_TTL, never past its
+    absolute lifetime; the new expiry, or None if the session has ended."""
+    renewed = now + timedelta(seconds=rt.settings.REFRESH_TOKEN_TTL)
+    row = db.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.id == session_id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.absolute_expires_at > now,
+        )
+        .values(
+            last_used_at=now,
+            expires_at=case(
+                (AuthSession.absolute_expires_at < renewed, AuthSession.absolute_expires_at),
+                else_=renewed,
+            ),
+            ip_address=client.ip_address,
+            user_agent=client.user_agent,
+        )
+        .returning(AuthSession.expires_at)
+    ).first()
+    return row.expires_at if row else None
+
+
 def start_session(
     db: Session, rt: Runtime, user: User, client: ClientInfo, now: datetime
 ) -> TokenPair:
@@ -67,18 +117,7 @@ def start_session(
     )
     raw = new_token()
     db.add(session)
-    db.add(
-        RefreshToken(
-            user_id=user.id,
-            session_id=session.id,
-            token_hash=hash_token(raw),
-            created_at=now,
-            expires_at=expires,
-            last_used_at=now,
-            user_agent=client.user_agent,
-            ip_address=client.ip_address,
-        )
-    )
+    _add_refresh_token(db, user.id, session.id, raw, expires, client, now)
     return _token_pair(rt, user, session.id, raw, expires, now)
 
 
@@ -107,42 +146,14 @@ def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo)
     if spent is None:
         return _replay_or_reject(db, rt, raw, token_hash, client, now)
 
-    renewed = now + timedelta(seconds=rt.settings.REFRESH_TOKEN_TTL)
-    session = db.execute(
-        update(AuthSession)
-        .where(
-            AuthSession.id == spent.session_id,
-            AuthSession.revoked_at.is_(None),
-            AuthSession.absolute_expires_at > now,
-        )
-        .values(
-            last_used_at=now,
-            expires_at=case(
-                (AuthSession.absolute_expires_at < renewed, AuthSession.absolute_expires_at),
-                else_=renewed,
-            ),
-            ip_address=client.ip_address,
-            user_agent=client.user_agent,
-        )
-        .returning(AuthSession.expires_at)
-    ).first()
-    if session is None:  # the session was revoked or reached its absolute lifetime
+    expires_at = _renew_session(db, rt, spent.session_id, client, now)
+    if expires_at is None:  # the session was revoked or reached its absolute lifetime
         db.rollback()
         raise InvalidToken("refresh token revoked")
-    db.add(
-        RefreshToken(
-            user_id=spent.user_id,
-            session_id=spent.session_id,
-            token_hash=hash_token(successor),
-            created_at=now,
-            expires_at=session.expires_at,
-            user_agent=client.user_agent,
-            ip_address=client.ip_address,
-        )
-    )
+    _add_refresh_token(db, spent.user_id, spent.session_id, successor, expires_at, client, now)
     user = db.get_one(User, spent.user_id)
     db.commit()
-    return _token_pair(rt, user, spent.session_id, successor, session.expires_at, now)
+    return _token_pair(rt, user, spent.session_id, successor, expires_at, now)
 
 
 def _replay_or_reject(
@@ -328,3 +339,37 @@ def authenticate_access_token(db: Session, rt: Runtime, token: str) -> Principal
     if row is None or row.revoked_at is not None:
         raise InvalidToken("session has been revoked")
     return Principal(user=row.User, session_id=session_id, claims=claims)
+
+
+def reissue_session_ending_others(
+    db: Session,
+    rt: Runtime,
+    user: User,
+    session_id: uuid.UUID,
+    client: ClientInfo,
+    now: datetime,
+    reason: str,
+) -> tuple[TokenPair, int]:
+    """Within the caller's write transaction: end every other session of the user and give
+    this one a new refresh-token chain (every old token of it revoked, the session kept).
+
+    Returns the new pair and how many other active sessions ended. InvalidToken if this
+    session has ended meanwhile (the caller rolls back). One UPDATE over all the user's
+    tokens first, then sessions: the lock order of logout-all and rotation (no deadlock).
+    """
+    revoke = (
+        update(RefreshToken)
+        .where(RefreshToken.revoked.is_(False))
+        .values(revoked=True, revoked_at=now)
+    )
+    db.execute(revoke.where(RefreshToken.user_id == user.id))
+    # READ COMMITTED: a rotation of this session that committed while the statement above
+    # waited for its row added a successor that statement cannot see; a new statement does.
+    db.execute(revoke.where(RefreshToken.session_id == session_id))
+    ended = _revoke_sessions(db, now, reason, user_id=user.id, keep_session_id=session_id)
+    expires_at = _renew_session(db, rt, session_id, client, now)
+    if expires_at is None:
+        raise InvalidToken("session has been revoked")
+    raw = new_token()
+    _add_refresh_token(db, user.id, session_id, raw, expires_at, client, now)
+    return _token_pair(rt, user, session_id, raw, expires_at, now), ended
