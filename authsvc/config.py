@@ -57,6 +57,21 @@ class Settings:
 
     RATELIMIT_ENABLED: bool = True
     RATELIMIT_STORAGE_URI: str = "memory://"
+    # Rate limits in flask-limiter notation ("N/period;M/period"); an empty value turns one off.
+    RATELIMIT_KEY_PREFIX: str = "authsvc"
+    RATELIMIT_LOGIN_PER_IP: str = "30/minute;300/hour"
+    RATELIMIT_LOGIN_PER_ACCOUNT: str = "20/minute"
+    RATELIMIT_REGISTER_PER_IP: str = "10/minute;50/hour"
+    RATELIMIT_REGISTER_PER_ACCOUNT: str = "10/hour"
+    RATELIMIT_REFRESH_PER_IP: str = "120/minute"
+    RATELIMIT_REFRESH_PER_TOKEN: str = "10/minute"  # noqa: S105 (a limit, not a secret)
+    RATELIMIT_FORGOT_PASSWORD_PER_IP: str = "10/minute;50/hour"  # noqa: S105
+    RATELIMIT_FORGOT_PASSWORD_PER_ACCOUNT: str = "5/hour;20/day"  # noqa: S105
+    RATELIMIT_RESET_PASSWORD_PER_IP: str = "10/minute;100/hour"  # noqa: S105
+    # Growing delays after failed logins (authsvc/services/throttle.py).
+    LOGIN_THROTTLE_FREE_ATTEMPTS: int = 5
+    LOGIN_THROTTLE_MAX_DELAY: int = 900
+    LOGIN_THROTTLE_ACCOUNT_HOURLY: int = 100
 
     MAIL_BACKEND: str = "outbox"
     MAIL_OUTBOX_DIR: str = ""
@@ -165,6 +180,54 @@ def _is_web_origin(value: str) -> bool:
     )
 
 
+RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
+RATE_LIMIT_SETTINGS = tuple(
+    name for name in _FIELDS if name.startswith("RATELIMIT_") and "_PER_" in name
+)
+
+
+def _is_exact_origin(value: str) -> bool:
+    """An origin as browsers send it: scheme://host[:port], nothing after."""
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (raises on a malformed port)
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and f"{parts.scheme}://{parts.netloc}" == value
+        and "@" not in parts.netloc
+    )
+
+
+def _rate_limit_problems(s: Settings) -> list[str]:
+    from limits import parse_many
+
+    problems = []
+    scheme = s.RATELIMIT_STORAGE_URI.partition("://")[0]
+    if scheme not in RATELIMIT_SCHEMES:
+        problems.append("RATELIMIT_STORAGE_URI must be memory:// or a redis://… URI")
+    if not (1 <= len(s.RATELIMIT_KEY_PREFIX) <= 64) or not all(
+        c.isalnum() or c in "-_." for c in s.RATELIMIT_KEY_PREFIX
+    ):
+        problems.append("RATELIMIT_KEY_PREFIX must be 1-64 letters, digits, '-', '_' or '.'")
+    for name in RATE_LIMIT_SETTINGS:
+        value = getattr(s, name)
+        try:
+            if value.strip():
+                parse_many(value)
+        except ValueError:
+            problems.append(f"{name} must be limits like '10/minute;100/hour', not {value!r}")
+    if not 1 <= s.LOGIN_THROTTLE_FREE_ATTEMPTS <= 100:
+        problems.append("LOGIN_THROTTLE_FREE_ATTEMPTS must be 1 to 100")
+    if not 1 <= s.LOGIN_THROTTLE_MAX_DELAY <= 24 * 3600:
+        problems.append("LOGIN_THROTTLE_MAX_DELAY must be 1 s to 24 h")
+    if not 1 <= s.LOGIN_THROTTLE_ACCOUNT_HOURLY <= 3600:
+        problems.append("LOGIN_THROTTLE_ACCOUNT_HOURLY must be 1 to 3600")
+    return problems
+
+
 def _validate(s: Settings) -> Settings:
     problems: list[str] = []
 
@@ -190,6 +253,12 @@ def _validate(s: Settings) -> Settings:
     check(s.MAX_CONTENT_LENGTH >= 1024, "MAX_CONTENT_LENGTH must be at least 1024 bytes")
     check(0 <= s.TRUSTED_PROXY_HOPS <= 10, "TRUSTED_PROXY_HOPS must be 0 to 10")
     check("*" not in s.CORS_ORIGINS, "CORS_ORIGINS must list origins; '*' is not allowed")
+    check(
+        all(_is_exact_origin(o) for o in s.CORS_ORIGINS),
+        "CORS_ORIGINS must be origins like https://app.example.org (scheme, host, optional "
+        "port; no path, no trailing slash)",
+    )
+    problems.extend(_rate_limit_problems(s))
     check(
         s.MAIL_BACKEND in MAIL_BACKENDS, f"MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}"
     )

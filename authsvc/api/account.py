@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..db import get_session
 from ..services import accounts
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
+from .limits import login_throttle, rate_limited
 from .parsing import Blueprint
 from .schemas import LoginArgsSchema, RegisterArgsSchema, TokenPairSchema, UserSchema
 
@@ -12,10 +13,12 @@ blp = Blueprint("account", __name__, url_prefix="/api/auth", description="Accoun
 
 
 @blp.post("/register")
+@rate_limited("register")
 @blp.arguments(RegisterArgsSchema)
 @blp.response(201, TokenPairSchema)
 @blp.alt_response(409, description="email_taken")
 @blp.alt_response(422, description="validation_error or weak_password")
+@blp.alt_response(429, description="rate_limited (see Retry-After)")
 def register(args: dict) -> object:
     """Create an account and log it in"""
     return accounts.register(
@@ -24,12 +27,16 @@ def register(args: dict) -> object:
 
 
 @blp.post("/login")
+@rate_limited("login")
 @blp.arguments(LoginArgsSchema)
 @blp.response(200, TokenPairSchema)
 @blp.alt_response(401, description="invalid_credentials")
+@blp.alt_response(429, description="rate_limited: too many attempts (see Retry-After)")
 def login(args: dict) -> object:
     """Log in with email and password"""
-    return accounts.login(get_session(), runtime(), args["email"], args["password"], client_info())
+    client = client_info()
+    with login_throttle(args["email"], client):
+        return accounts.login(get_session(), runtime(), args["email"], args["password"], client)
 
 
 @blp.get("/me")

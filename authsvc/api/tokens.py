@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..db import get_session
 from ..services import tokens
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
+from .limits import rate_limited
 from .parsing import Blueprint
 from .schemas import LogoutAllSchema, RefreshTokenArgsSchema, TokenPairSchema
 
@@ -12,9 +13,11 @@ blp = Blueprint("tokens", __name__, url_prefix="/api/auth", description="Tokens"
 
 
 @blp.post("/refresh")
+@rate_limited("refresh")
 @blp.arguments(RefreshTokenArgsSchema)
 @blp.response(200, TokenPairSchema)
 @blp.alt_response(401, description="invalid_token or refresh_token_reused")
+@blp.alt_response(429, description="rate_limited (see Retry-After)")
 def refresh(args: dict) -> object:
     """Exchange a refresh token for a new pair (the presented token is spent)"""
     return tokens.rotate_refresh_token(
