@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
-from . import account, introspection, passwords, sessions, tokens, wellknown
+from . import account, cors, introspection, limits, passwords, sessions, tokens, wellknown
 from .problems import ProblemApi
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -25,6 +27,25 @@ def _is_json(mimetype: str) -> bool:
     )
 
 
+def _buffer_unsized_body(limit: int) -> None:
+    """A chunked body has no length to check up front. Read it now, one byte past the limit
+    at most: too long is 413 like any oversized body (Werkzeug would cut it short instead)."""
+    environ = request.environ
+    if not environ.get("wsgi.input_terminated"):
+        return  # the server does not de-chunk; Werkzeug then sees no body at all
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = environ["wsgi.input"].read(min(64 * 1024, limit + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > limit:
+        raise RequestEntityTooLarge(f"the request body must be at most {limit} bytes")
+    environ["wsgi.input"] = io.BytesIO(bytes(data))
+    environ["CONTENT_LENGTH"] = str(len(data))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
 def _check_request_body() -> None:
     """Refuse oversized and non-JSON bodies before anything reads them."""
     if request.method not in BODY_METHODS:
@@ -34,6 +55,8 @@ def _check_request_body() -> None:
     if length is not None and limit is not None and length > limit:
         raise RequestEntityTooLarge(f"the request body must be at most {limit} bytes")
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if chunked and length is None and limit is not None:
+        _buffer_unsized_body(limit)
     if not ((length or 0) > 0 or chunked) or _is_json(request.mimetype):
         return
     view = current_app.view_functions.get(request.endpoint or "")
@@ -80,6 +103,8 @@ def init_api(app: Flask) -> ProblemApi:
         wellknown.blp,
     ):
         api.register_blueprint(blueprint)
+    cors.init_app(app)
     app.before_request(_check_request_body)
     app.after_request(_response_headers)
+    limits.init_app(app)
     return api
