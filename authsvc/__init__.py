@@ -26,9 +26,9 @@ def schema_head() -> str:
 
 def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> Flask:
     """Build the app. `config` overrides the environment; `clock` replaces the system clock."""
-    from . import cli, db
+    from . import cli, db, metrics
     from .api import init_api
-    from .logs import configure_logging
+    from .logs import configure_logging, init_request_ids
     from .security.jwt import static_keyset
     from .security.passwords import Passwords
     from .services.keys import KeyRing
@@ -38,6 +38,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
     configure_logging(settings.LOG_LEVEL)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_CONTENT_LENGTH
     app.config["AUTHSVC_SETTINGS"] = settings
+    init_request_ids(app)  # first, so that every later hook and log line has the id
+    metrics.init_app(app)
 
     engine = db.make_engine(settings.DATABASE_URL, pool_size=settings.DATABASE_POOL_SIZE)
     db.init_app(app, engine)

@@ -1,10 +1,25 @@
-"""Structured logs: one JSON object per line on stderr."""
+"""Structured logs: one JSON object per line on stderr, each with the request's id.
+
+Also gunicorn's logger class (`logger_class` in gunicorn.conf.py): its own messages and one
+access line per request as JSON, in the same shape.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import uuid
 from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+from gunicorn import glogging
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# What a proxy or client may hand us as a request id: short, and harmless in a header or log.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,6 +38,10 @@ class JsonFormatter(logging.Formatter):
                 entry["message"] = message
         else:
             entry["message"] = message
+        if has_request_context() and "request_id" not in entry:
+            request_id = g.get("request_id")
+            if request_id:
+                entry["request_id"] = request_id
         if record.exc_info:
             entry["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
             entry["traceback"] = self.formatException(record.exc_info)
@@ -38,3 +57,52 @@ def configure_logging(level: str) -> None:
         handler._authsvc = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
+
+
+def _assign_request_id() -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def _echo_request_id(response: Response) -> Response:
+    request_id = g.get("request_id")
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+def init_request_ids(app: Flask) -> None:
+    """Every request gets an id (the caller's X-Request-ID if sane), echoed and logged."""
+    app.before_request(_assign_request_id)
+    app.after_request(_echo_request_id)
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's logs as JSON lines. The access line leaves out the query string and the
+    Referer: a reset link's token could be in either."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                if getattr(handler, "_gunicorn", False):
+                    handler.setFormatter(JsonFormatter())
+
+    def access(self, resp: Any, req: Any, environ: dict, request_time: Any) -> None:
+        if not self.access_log_enabled:
+            return
+        headers = {name.lower(): value for name, value in resp.headers}
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        entry = {
+            "event": "access",
+            "remote": environ.get("REMOTE_ADDR"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": (environ.get("PATH_INFO") or "")[:512],
+            "status": int(status),
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 2),
+            "request_id": headers.get(REQUEST_ID_HEADER.lower()),
+            "user_agent": (environ.get("HTTP_USER_AGENT") or "")[:256] or None,
+            "pid": os.getpid(),
+        }
+        self.access_log.info(json.dumps(entry, separators=(",", ":")))
