@@ -7,7 +7,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 
-.PHONY: run test test-postgres lint format migrate revision bench clean venv
+.PHONY: run test test-postgres lint format migrate revision bench fuzz clean venv
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -57,6 +57,10 @@ migrate: $(RUNTIME_STAMP)
 ## revision: autogenerate a migration, e.g. make revision m="add thing" (review it by hand)
 revision: $(DEV_STAMP)
 	$(BIN)/alembic revision --autogenerate -m "$(m)"
+
+## fuzz: schemathesis against the service's own OpenAPI document (about 2 minutes)
+fuzz: $(DEV_STAMP)
+	$(BIN)/python -m fuzz
 
 ## bench: throughput and latency against ceilings (BENCH_QUICK=1 for a short run)
 bench: $(DEV_STAMP)

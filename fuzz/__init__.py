@@ -1,0 +1,1 @@
+"""schemathesis against authsvc's own OpenAPI document: see __main__.py."""
