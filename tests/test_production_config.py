@@ -12,7 +12,6 @@ import pytest
 
 from authsvc import create_app
 from authsvc.config import ConfigError
-from authsvc.security.jwt import development_key
 from conftest import ROOT, free_port
 
 BIN = Path(sys.executable).parent
@@ -32,9 +31,13 @@ def production(base_config):
 
 
 @pytest.fixture
-def dev_key_file(tmp_path):
-    development_key(tmp_path, "ES256")
-    return str(tmp_path / "dev-signing-key-es256.pem")
+def dev_key_file(app, tmp_path):
+    path = tmp_path / "dev-signing-key-es256.pem"
+    result = app.test_cli_runner().invoke(
+        args=["keys", "generate", "--development", "--out", str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    return str(path)
 
 
 def _broken(production, dev_key_file, what):

@@ -89,17 +89,23 @@ def revoke_command(kid: str) -> None:
 @keys_group.command("generate")
 @click.option("--algorithm", type=click.Choice(["ES256", "EdDSA", "RS256"]), default="ES256")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def generate_key_command(algorithm: str, out: Path) -> None:
+@click.option(
+    "--development",
+    is_flag=True,
+    help="Mark the key as a development key: production refuses to start with it.",
+)
+def generate_key_command(algorithm: str, out: Path, development: bool) -> None:
     """Write a new private key (PEM, mode 0600) for JWT_PRIVATE_KEY_FILE (keys kept in files
     rather than in the database; such keys rotate by changing the files and restarting)."""
-    from ..security.jwt import SigningKey, generate_private_key, private_key_pem
+    from ..security.jwt import DEV_KEY_MARKER, SigningKey, generate_private_key, private_key_pem
 
     private_key = generate_private_key(algorithm)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(private_key_pem(private_key))
+        handle.write((DEV_KEY_MARKER if development else b"") + private_key_pem(private_key))
     key = SigningKey.from_private_key(private_key)
-    click.echo(f"wrote {algorithm} key {key.kid} to {out}")
+    kind = "development " if development else ""
+    click.echo(f"wrote {algorithm} {kind}key {key.kid} to {out}")
 
 
 COMMANDS = (keys_group,)

@@ -308,13 +308,6 @@ def load_key_file(path: str | Path) -> SigningKey:
     return SigningKey.from_pem(pem)
 
 
-def development_key(directory: str | Path, algorithm: str) -> SigningKey:
-    """A development key kept in a file: generated on first use, then reused."""
-    path = Path(directory) / f"dev-signing-key-{algorithm.lower()}.pem"
-    pem = DEV_KEY_MARKER + private_key_pem(generate_private_key(algorithm))
-    return SigningKey.from_pem(write_secret_file(path, pem))
-
-
 def static_keyset(settings: Any) -> KeySet | None:
     """The key set fixed by the settings (HS256 secret or PEM files), or None when the keys
     live in the database (the default; see services/keys.py)."""
