@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
 
-from ..db import begin_write
+from ..db import UTCDateTime, begin_write
 from ..errors import InvalidToken, RefreshTokenReused
 from ..models import AuthSession, RefreshToken, User
 from ..runtime import Runtime
@@ -31,7 +32,7 @@ def _seconds_left(expires_at: datetime, now: datetime) -> int:
 
 def _token_pair(
     rt: Runtime,
-    user: User,
+    user: User | UserInfo,
     session_id: uuid.UUID,
     refresh: str,
     refresh_exp: datetime,
@@ -48,7 +49,71 @@ def _token_pair(
     )
 
 
-def _add_refresh_token(
+# The refresh path's statements, built once: constructing SQLAlchemy expressions per request
+# cost as much as running them. They go through the session's connection (Core), not the
+# ORM's bulk-update machinery, which has nothing to synchronise here.
+_INSERT_TOKEN = insert(RefreshToken)
+
+_SPEND_TOKEN = (
+    update(RefreshToken)
+    .where(
+        RefreshToken.token_hash == bindparam("b_token_hash"),
+        RefreshToken.spent_at.is_(None),
+        RefreshToken.revoked.is_(False),
+        RefreshToken.expires_at > bindparam("now", type_=UTCDateTime()),
+    )
+    .values(
+        spent_at=bindparam("now", type_=UTCDateTime()),
+        last_used_at=bindparam("now", type_=UTCDateTime()),
+        successor_sealed=bindparam("sealed"),
+    )
+    .returning(RefreshToken.session_id, RefreshToken.user_id)
+)
+
+
+def _user_column(column: Any, name: str) -> Any:
+    # A subquery rather than UPDATE … FROM users: SQLite's RETURNING cannot name a FROM table.
+    return select(column).where(User.id == AuthSession.user_id).scalar_subquery().label(name)
+
+
+_RENEWED = bindparam("renewed", type_=UTCDateTime())
+_RENEW_SESSION = (
+    update(AuthSession)
+    .where(
+        AuthSession.id == bindparam("b_session_id"),
+        AuthSession.revoked_at.is_(None),
+        AuthSession.absolute_expires_at > bindparam("now", type_=UTCDateTime()),
+    )
+    .values(
+        last_used_at=bindparam("now", type_=UTCDateTime()),
+        expires_at=case(
+            (AuthSession.absolute_expires_at < _RENEWED, AuthSession.absolute_expires_at),
+            else_=_RENEWED,
+        ),
+        ip_address=bindparam("b_ip_address"),
+        user_agent=bindparam("b_user_agent"),
+    )
+    .returning(
+        AuthSession.expires_at,
+        AuthSession.user_id.label("id"),
+        _user_column(User.email, "email"),
+        _user_column(User.name, "name"),
+        _user_column(User.created_at, "created_at"),
+    )
+)
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """What a TokenPair shows of its user, when no ORM object was loaded for it."""
+
+    id: uuid.UUID
+    email: str
+    name: str | None
+    created_at: datetime
+
+
+def _insert_refresh_token(
     db: Session,
     user_id: uuid.UUID,
     session_id: uuid.UUID,
@@ -57,45 +122,44 @@ def _add_refresh_token(
     client: ClientInfo,
     now: datetime,
 ) -> None:
-    db.add(
-        RefreshToken(
-            user_id=user_id,
-            session_id=session_id,
-            token_hash=hash_token(raw),
-            created_at=now,
-            expires_at=expires_at,
-            last_used_at=now,
-            user_agent=client.user_agent,
-            ip_address=client.ip_address,
-        )
+    db.connection().execute(
+        _INSERT_TOKEN,
+        {
+            "user_id": user_id,
+            "session_id": session_id,
+            "token_hash": hash_token(raw),
+            "created_at": now,
+            "expires_at": expires_at,
+            "last_used_at": now,
+            "revoked": False,
+            "user_agent": client.user_agent,
+            "ip_address": client.ip_address,
+        },
     )
 
 
 def _renew_session(
     db: Session, rt: Runtime, session_id: uuid.UUID, client: ClientInfo, now: datetime
-) -> datetime | None:
+) -> tuple[datetime, UserInfo] | None:
     """Mark the session used and push its expiry out by REFRESH_TOKEN_TTL, never past its
-    absolute lifetime; the new expiry, or None if the session has ended."""
-    renewed = now + timedelta(seconds=rt.settings.REFRESH_TOKEN_TTL)
-    row = db.execute(
-        update(AuthSession)
-        .where(
-            AuthSession.id == session_id,
-            AuthSession.revoked_at.is_(None),
-            AuthSession.absolute_expires_at > now,
+    absolute lifetime; the new expiry and the user, or None if the session has ended."""
+    row = (
+        db.connection()
+        .execute(
+            _RENEW_SESSION,
+            {
+                "b_session_id": session_id,
+                "now": now,
+                "renewed": now + timedelta(seconds=rt.settings.REFRESH_TOKEN_TTL),
+                "b_ip_address": client.ip_address,
+                "b_user_agent": client.user_agent,
+            },
         )
-        .values(
-            last_used_at=now,
-            expires_at=case(
-                (AuthSession.absolute_expires_at < renewed, AuthSession.absolute_expires_at),
-                else_=renewed,
-            ),
-            ip_address=client.ip_address,
-            user_agent=client.user_agent,
-        )
-        .returning(AuthSession.expires_at)
-    ).first()
-    return row.expires_at if row else None
+        .first()
+    )
+    if row is None:
+        return None
+    return row.expires_at, UserInfo(row.id, row.email, row.name, row.created_at)
 
 
 def start_session(
@@ -117,7 +181,8 @@ def start_session(
     )
     raw = new_token()
     db.add(session)
-    _add_refresh_token(db, user.id, session.id, raw, expires, client, now)
+    db.flush()  # the token row below references it
+    _insert_refresh_token(db, user.id, session.id, raw, expires, client, now)
     return _token_pair(rt, user, session.id, raw, expires, now)
 
 
@@ -132,26 +197,23 @@ def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo)
     successor = new_token()
     begin_write(db)
     # The conditional UPDATE is the arbiter: its row count says who spent the token.
-    spent = db.execute(
-        update(RefreshToken)
-        .where(
-            RefreshToken.token_hash == token_hash,
-            RefreshToken.spent_at.is_(None),
-            RefreshToken.revoked.is_(False),
-            RefreshToken.expires_at > now,
+    spent = (
+        db.connection()
+        .execute(
+            _SPEND_TOKEN,
+            {"b_token_hash": token_hash, "now": now, "sealed": seal_successor(raw, successor)},
         )
-        .values(spent_at=now, last_used_at=now, successor_sealed=seal_successor(raw, successor))
-        .returning(RefreshToken.session_id, RefreshToken.user_id)
-    ).first()
+        .first()
+    )
     if spent is None:
         return _replay_or_reject(db, rt, raw, token_hash, client, now)
 
-    expires_at = _renew_session(db, rt, spent.session_id, client, now)
-    if expires_at is None:  # the session was revoked or reached its absolute lifetime
+    renewed = _renew_session(db, rt, spent.session_id, client, now)
+    if renewed is None:  # the session was revoked or reached its absolute lifetime
         db.rollback()
         raise InvalidToken("refresh token revoked")
-    _add_refresh_token(db, spent.user_id, spent.session_id, successor, expires_at, client, now)
-    user = db.get_one(User, spent.user_id)
+    expires_at, user = renewed
+    _insert_refresh_token(db, spent.user_id, spent.session_id, successor, expires_at, client, now)
     db.commit()
     return _token_pair(rt, user, spent.session_id, successor, expires_at, now)
 
@@ -367,9 +429,10 @@ def reissue_session_ending_others(
     # waited for its row added a successor that statement cannot see; a new statement does.
     db.execute(revoke.where(RefreshToken.session_id == session_id))
     ended = _revoke_sessions(db, now, reason, user_id=user.id, keep_session_id=session_id)
-    expires_at = _renew_session(db, rt, session_id, client, now)
-    if expires_at is None:
+    renewed = _renew_session(db, rt, session_id, client, now)
+    if renewed is None:
         raise InvalidToken("session has been revoked")
+    expires_at = renewed[0]
     raw = new_token()
-    _add_refresh_token(db, user.id, session_id, raw, expires_at, client, now)
+    _insert_refresh_token(db, user.id, session_id, raw, expires_at, client, now)
     return _token_pair(rt, user, session_id, raw, expires_at, now), ended
