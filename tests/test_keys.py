@@ -98,6 +98,8 @@ def test_revoked_key_is_refused_at_once(keyed_app):
     pair = client.post(
         "/api/auth/register", json={"email": "leak@example.com", "password": PASSWORD}
     ).get_json()
+    # Verified once, so the worker remembers it: revoking the key must still end it.
+    assert client.get("/api/auth/me", headers=bearer(pair["access_token"])).status_code == 200
     run_cli(keyed_app, "keys", "rotate", "--prepublish", "0")
     run_cli(keyed_app, "keys", "revoke", "--yes", kid_of(pair["access_token"]))
     wait_for_reload()

@@ -177,6 +177,8 @@ def test_refresh_token_is_not_an_access_token_and_vice_versa(client, user):
 
 
 def test_access_token_expires(client, user, clock):
+    # Verified once (and remembered by the worker): expiry is still checked at every use.
+    assert client.get("/api/auth/me", headers=bearer(user["access_token"])).status_code == 200
     clock.advance(1800 + 11)  # TTL plus more than the 10 s leeway
     response = client.get("/api/auth/me", headers=bearer(user["access_token"]))
     assert response.status_code == 401

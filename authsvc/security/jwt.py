@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,8 @@ from ..errors import InvalidToken, TokenExpired
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 (a media type, not a secret)
 DEV_KEY_MARKER = b"# authsvc development key: generated locally, never use in production\n"
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "iat", "exp", "jti"]
+# Verified access tokens remembered per worker (a few MB at most).
+VERIFIED_CACHE_SIZE = 4096
 
 
 class KeyError_(ValueError):
@@ -180,6 +183,9 @@ class KeySet:
         self.access_ttl = access_ttl
         self.jwks_max_age = jwks_max_age
         self._jwks = {"keys": [jwk for key in self.keys if (jwk := key.jwk()) is not None]}
+        self._verified = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(
+            self._verify_signature_and_claims
+        )
 
     @property
     def current(self) -> SigningKey:
@@ -213,6 +219,18 @@ class KeySet:
         """Verify signature, typ, iss, aud and exp (with leeway); raise InvalidToken otherwise."""
         if len(token) > 4096:
             raise InvalidToken("malformed access token")
+        claims = self._verified(token)
+        ts = now.timestamp()
+        if ts > claims.exp + self.leeway:
+            raise TokenExpired("access token expired")
+        if claims.iat > ts + self.leeway:
+            raise InvalidToken("access token issued in the future")
+        return claims
+
+    def _verify_signature_and_claims(self, token: str) -> AccessClaims:
+        """Everything about a token that does not depend on the time. A client presents the
+        same access token many times, so the results are cached per key set (see __init__);
+        failures are not cached, and a new key set (a rotation, a revoked key) starts empty."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -230,7 +248,7 @@ class KeySet:
                 algorithms=[key.alg],  # pinned per key: no "none", no algorithm confusion
                 audience=self.audience,
                 issuer=self.issuer,
-                # Time is checked below against the app's clock, not PyJWT's.
+                # Time is checked against the app's clock, not PyJWT's.
                 options={
                     "require": _REQUIRED_CLAIMS,
                     "verify_exp": False,
@@ -241,14 +259,9 @@ class KeySet:
         except jwt.InvalidTokenError:
             raise InvalidToken("invalid access token") from None
         exp, iat = claims.get("exp"), claims.get("iat")
-        if not isinstance(exp, int) or not isinstance(iat, int):
-            raise InvalidToken("invalid access token")
-        ts = now.timestamp()
-        if ts > exp + self.leeway:
-            raise TokenExpired("access token expired")
-        if iat > ts + self.leeway:
-            raise InvalidToken("access token issued in the future")
         sub, sid, jti = claims.get("sub"), claims.get("sid"), claims.get("jti")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
+            raise InvalidToken("invalid access token")
         if not all(isinstance(v, str) for v in (sub, sid, jti)):
             raise InvalidToken("invalid access token")
         return AccessClaims(sub=sub, sid=sid, jti=jti, iat=iat, exp=exp, raw=claims)

@@ -216,6 +216,7 @@ class KeyRing:
         self._valid_until: datetime | None = None
         self._private: dict[str, Any] = {}
         self._records_loaded = False
+        self._shape: tuple[tuple[str, bool], ...] = ()
 
     # The three operations services use, as on a static KeySet.
     def issue_access_token(self, sub: str, sid: str, now: datetime) -> tuple[str, int]:
@@ -286,21 +287,27 @@ class KeyRing:
     def _build(self, now: datetime) -> None:
         s = self._settings
         states = {state.kid: state for state in key_states(self._records, s, now)}
-        published, signer, changes = [], None, []
+        live, changes = [], []
         for record in self._records:
-            state = states[record.kid]
-            if state.state == "pending":
+            state = states[record.kid].state
+            if state == "pending":
                 changes.append(record.activates_at)
-            if state.state == "retired" and state.published_until:
-                changes.append(state.published_until)
-            if state.state not in ("pending", "active", "retired"):
-                continue
-            key = SigningKey.from_public_jwk(record.kid, record.alg, record.public_jwk)
-            published.append(key)
-            if state.state == "active":
+            if state == "retired" and states[record.kid].published_until:
+                changes.append(states[record.kid].published_until)
+            if state in ("pending", "active", "retired"):
+                live.append((record, state))
+        self._valid_until = min(changes, default=None)
+        shape = tuple((record.kid, state == "active") for record, state in live)
+        if self._keyset is not None and shape == self._shape:
+            return  # same keys, same signer: keep the key set and its verified-token cache
+        self._shape = shape
+        published, signer = [], None
+        for record, state in live:
+            published.append(SigningKey.from_public_jwk(record.kid, record.alg, record.public_jwk))
+            if state == "active":
                 signer = self._signing_key(record)
         if signer is None:
-            self._keyset, self._valid_until = None, min(changes, default=None)
+            self._keyset = None
             return
         self._keyset = KeySet(
             published,
@@ -311,7 +318,6 @@ class KeyRing:
             access_ttl=s.ACCESS_TOKEN_TTL,
             jwks_max_age=self.jwks_max_age,
         )
-        self._valid_until = min(changes, default=None)
 
     def _signing_key(self, record: SigningKeyRecord) -> SigningKey:
         private_key = self._private.get(record.kid)

@@ -378,6 +378,13 @@ def logout_all(
     return count
 
 
+_PRINCIPAL = (
+    select(User, AuthSession.revoked_at)
+    .join(AuthSession, AuthSession.user_id == User.id)
+    .where(AuthSession.id == bindparam("session_id"), User.id == bindparam("user_id"))
+)
+
+
 @dataclass(frozen=True)
 class Principal:
     """The caller behind a valid access token whose session is still live."""
@@ -393,11 +400,7 @@ def authenticate_access_token(db: Session, rt: Runtime, token: str) -> Principal
     user_id, session_id = parse_uuid(claims.sub), parse_uuid(claims.sid)
     if user_id is None or session_id is None:
         raise InvalidToken("invalid access token")
-    row = db.execute(
-        select(User, AuthSession.revoked_at)
-        .join(AuthSession, AuthSession.user_id == User.id)
-        .where(AuthSession.id == session_id, User.id == user_id)
-    ).first()
+    row = db.execute(_PRINCIPAL, {"session_id": session_id, "user_id": user_id}).first()
     if row is None or row.revoked_at is not None:
         raise InvalidToken("session has been revoked")
     return Principal(user=row.User, session_id=session_id, claims=claims)
