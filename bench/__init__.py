@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` (make bench) drives authsvc and its ceilings with wrk."""
