@@ -57,7 +57,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
         settings=settings,
         keys=keys,
         passwords=Passwords(
-            settings.ARGON2_MEMORY_COST, settings.ARGON2_TIME_COST, settings.ARGON2_PARALLELISM
+            settings.ARGON2_MEMORY_COST,
+            settings.ARGON2_TIME_COST,
+            settings.ARGON2_PARALLELISM,
+            concurrency=settings.ARGON2_CONCURRENCY,
         ),
         clock=clock,
     )

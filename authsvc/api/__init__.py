@@ -66,8 +66,10 @@ def _check_request_body() -> None:
 
 
 def _response_headers(response: Response) -> Response:
+    headers = response.headers
     for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
+        if name not in headers:  # (Headers.setdefault raises and catches KeyError each time)
+            headers[name] = value
     if request.path.startswith("/api/auth/"):
         # Token pairs and personal data: never stored by a browser or a shared cache.
         response.headers["Cache-Control"] = "no-store"
