@@ -48,8 +48,6 @@ class Settings:
     ARGON2_MEMORY_COST: int = 19 * 1024
     ARGON2_TIME_COST: int = 2
     ARGON2_PARALLELISM: int = 1
-    # argon2 runs at once per worker process; gunicorn.conf.py starts one worker per core.
-    ARGON2_CONCURRENCY: int = 1
     PASSWORD_MIN_LENGTH: int = 12
     PASSWORD_MAX_LENGTH: int = 256
 
@@ -252,7 +250,6 @@ def _validate(s: Settings) -> Settings:
     check(s.ARGON2_MEMORY_COST >= 8, "ARGON2_MEMORY_COST is in KiB and must be at least 8")
     check(s.ARGON2_TIME_COST >= 1, "ARGON2_TIME_COST must be at least 1")
     check(s.ARGON2_PARALLELISM >= 1, "ARGON2_PARALLELISM must be at least 1")
-    check(1 <= s.ARGON2_CONCURRENCY <= 256, "ARGON2_CONCURRENCY must be 1 to 256")
     check(s.MAX_CONTENT_LENGTH >= 1024, "MAX_CONTENT_LENGTH must be at least 1024 bytes")
     check(0 <= s.TRUSTED_PROXY_HOPS <= 10, "TRUSTED_PROXY_HOPS must be 0 to 10")
     check("*" not in s.CORS_ORIGINS, "CORS_ORIGINS must list origins; '*' is not allowed")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import unicodedata
 from functools import lru_cache
 
@@ -18,12 +17,7 @@ def normalise(password: str) -> str:
 class Passwords:
     """argon2id with configured parameters; also verifies for unknown users in equal time."""
 
-    def __init__(
-        self, memory_cost: int, time_cost: int, parallelism: int, concurrency: int = 1
-    ) -> None:
-        # More argon2 runs at once than cores only makes each slower (and every thread keeps
-        # its own memory_cost buffer): a worker's threads take turns, `concurrency` at a time.
-        self._turns = threading.BoundedSemaphore(concurrency)
+    def __init__(self, memory_cost: int, time_cost: int, parallelism: int) -> None:
         self._hasher = PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_cost,
@@ -36,16 +30,12 @@ class Passwords:
         self._dummy_hash = self._hasher.hash("authsvc timing equaliser")
 
     def hash(self, password: str) -> str:
-        with self._turns:
-            return self._hasher.hash(normalise(password))
+        return self._hasher.hash(normalise(password))
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True if `password` matches; a None hash burns the same time and answers False."""
         try:
-            with self._turns:
-                matched = self._hasher.verify(
-                    password_hash or self._dummy_hash, normalise(password)
-                )
+            matched = self._hasher.verify(password_hash or self._dummy_hash, normalise(password))
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
         return matched and password_hash is not None
