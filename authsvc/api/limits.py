@@ -10,7 +10,6 @@ instance; the login throttle (`services/throttle.py`) keeps its state in the sam
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -19,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits.storage import MemoryStorage, RedisStorage
 from werkzeug.exceptions import HTTPException
@@ -36,6 +35,7 @@ from ..services.throttle import (
     account_fingerprint,
 )
 from .auth import client_ip, runtime
+from .parsing import request_json
 from .problems import render_auth_error
 
 log = logging.getLogger("authsvc.limits")
@@ -49,17 +49,12 @@ def _ip_key() -> str:
 
 
 def _body_string(name: str) -> str | None:
-    """A string field of the JSON body, parsed once and never raising: a body the view's
-    parser will refuse anyway is simply not keyed by account."""
-    if "_authsvc_limit_body" not in g:
+    """A string field of the JSON body (the same parse the view uses), never raising: a body
+    the view's parser will refuse anyway is simply not keyed by account."""
+    try:
+        body = request_json() if request.is_json else None
+    except (ValueError, HTTPException):  # malformed, or over MAX_CONTENT_LENGTH
         body = None
-        if request.is_json:
-            try:
-                body = json.loads(request.get_data(cache=True))
-            except (ValueError, RecursionError, HTTPException):
-                body = None
-        g._authsvc_limit_body = body
-    body = g._authsvc_limit_body
     value = body.get(name) if isinstance(body, dict) else None
     return value if isinstance(value, str) and 0 < len(value) <= _MAX_KEY_INPUT else None
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import flask_smorest
+from flask import g, request
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 
@@ -41,11 +42,29 @@ def strict_json_loads(data: bytes) -> Any:
         raise json.JSONDecodeError("nesting too deep", "", 0) from None
 
 
+_UNPARSED = object()
+
+
+def request_json() -> Any:
+    """The request's JSON body, parsed strictly and only once per request (the rate limits
+    key on it before the view's arguments are loaded); JSONDecodeError if it is not JSON."""
+    parsed = g.get("_authsvc_json", _UNPARSED)
+    if parsed is _UNPARSED:
+        try:
+            parsed = strict_json_loads(request.get_data(cache=True))
+        except json.JSONDecodeError as exc:
+            parsed = exc
+        g._authsvc_json = parsed
+    if isinstance(parsed, json.JSONDecodeError):
+        raise parsed
+    return parsed
+
+
 class StrictJSONParser(FlaskParser):
     def _raw_load_json(self, req: Any) -> Any:
         if not is_json_request(req):
             return core.missing
-        return strict_json_loads(req.get_data(cache=True))
+        return request_json()
 
 
 class Blueprint(flask_smorest.Blueprint):
