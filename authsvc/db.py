@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -61,15 +65,30 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,  # a connection broken by a database restart is replaced, not used
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
+    event.listen(engine, "checkout", _drop_ended_connection)
+    return engine
+
+
+def _drop_ended_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled connection the server has ended (restart, termination, a cut proxy) is
+    replaced on checkout, not used. An idle connection has nothing to read: bytes or EOF
+    waiting on its socket mean the server has spoken last. This costs a poll(2), where
+    pool_pre_ping costs a round trip on every checkout; a connection that a network drops
+    silently fails its first statement (503), and the pool then replaces it."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise DisconnectionError("the database connection was closed")
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    if poller.poll(0):
+        raise DisconnectionError("the database server ended this connection")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -117,7 +136,8 @@ _writer_queues: dict[str, _WriterQueue] = {}
 _WRITE_LOCK = "authsvc_write_lock"
 
 
-def _writer_queue(engine: Engine) -> _WriterQueue | None:
+def writer_queue(engine: Engine) -> _WriterQueue | None:
+    """The queue of SQLite writers of `engine`'s database file; None for other databases."""
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         return None
@@ -144,7 +164,7 @@ def begin_write(session: Session) -> None:
         if session.new or session.dirty or session.deleted:
             raise RuntimeError("begin_write() after unflushed changes")
         session.rollback()
-    queue = _writer_queue(session.get_bind())
+    queue = writer_queue(session.get_bind())
     if queue is not None:
         queue.acquire()
         session.info[_WRITE_LOCK] = queue
@@ -154,6 +174,48 @@ def begin_write(session: Session) -> None:
         if session.info.pop(_WRITE_LOCK, None):
             queue.release()
         raise
+
+
+@contextmanager
+def driver_connection(engine: Engine, *, autocommit: bool = False) -> Iterator[Any]:
+    """A pooled DBAPI connection for hand-written SQL (the hot paths of `services.fastpath`).
+
+    Driver errors come out as SQLAlchemy's own, with parameters hidden, so the app's 503 for
+    an unreachable database applies; a connection the error shows broken leaves the pool.
+    `autocommit` (PostgreSQL) runs each statement as its own transaction, with no BEGIN or
+    COMMIT round trip; SQLite connections are in autocommit unless BEGIN is sent.
+    """
+    dialect = engine.dialect
+    driver_error = dialect.loaded_dbapi.Error
+    pooled = None
+    try:
+        pooled = engine.raw_connection()
+        connection = pooled.driver_connection
+        autocommit = autocommit and dialect.name == "postgresql"
+        if autocommit:
+            connection.autocommit = True
+        try:
+            yield connection
+        finally:
+            if autocommit:
+                with suppress(driver_error):  # a broken connection is invalidated below
+                    connection.autocommit = False
+    except driver_error as exc:
+        gone = pooled is not None and dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+        if gone:
+            pooled.invalidate(exc)
+        raise DBAPIError.instance(
+            None,
+            None,
+            exc,
+            driver_error,
+            hide_parameters=True,
+            connection_invalidated=gone,
+            dialect=dialect,
+        ) from exc
+    finally:
+        if pooled is not None:
+            pooled.close()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

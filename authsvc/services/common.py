@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..models import USER_AGENT_MAX, User
+
+if TYPE_CHECKING:
+    from .fastpath import UserInfo
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class TokenPair:
     refresh_token: str
     expires_in: int
     refresh_expires_in: int
-    user: User
+    user: User | UserInfo
     session_id: uuid.UUID
     token_type: str = "bearer"  # noqa: S105 (RFC 6749 token type)
 

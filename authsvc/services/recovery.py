@@ -24,6 +24,7 @@ from ..security.tokens import MAX_TOKEN_LENGTH, hash_token, new_token
 from .accounts import check_password_policy, normalise_email
 from .common import ClientInfo, TokenPair
 from .events import record_event
+from .fastpath import UserInfo
 from .tokens import reissue_session_ending_others, revoke_all_sessions, start_session
 
 RESET_REQUEST_ACCEPTED = (
@@ -187,7 +188,7 @@ def reset_password(
 def change_password(
     db: Session,
     rt: Runtime,
-    user: User,
+    user: UserInfo,
     session_id: uuid.UUID,
     current_password: str,
     new_password: str,
@@ -195,7 +196,10 @@ def change_password(
 ) -> TokenPair:
     """Check the current password, set the new one, end every other session, and give this
     session a new refresh token (its old ones stop working)."""
-    user_id, email, verified_hash = user.id, user.email, user.password_hash
+    user_id, email = user.id, user.email
+    verified_hash = db.scalar(select(User.password_hash).where(User.id == user_id))
+    if verified_hash is None:  # the account was deleted since the bearer check
+        raise InvalidToken("session has been revoked")
     _check_new_password(rt, new_password, email)
     # Both argon2 runs happen before the write lock is taken.
     ok = rt.passwords.verify(verified_hash, current_password)

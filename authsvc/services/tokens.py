@@ -24,6 +24,7 @@ from ..security.tokens import (
 )
 from .common import ClientInfo, TokenPair, parse_uuid
 from .events import record_event
+from .fastpath import UserInfo, fast_path
 
 
 def _seconds_left(expires_at: datetime, now: datetime) -> int:
@@ -49,26 +50,9 @@ def _token_pair(
     )
 
 
-# The refresh path's statements, built once: constructing SQLAlchemy expressions per request
-# cost as much as running them. They go through the session's connection (Core), not the
-# ORM's bulk-update machinery, which has nothing to synchronise here.
+# Statements of the rarer write paths (a new chain for change-password and reset), built
+# once; the hot paths (bearer lookup, rotation) are hand-written SQL in `fastpath`.
 _INSERT_TOKEN = insert(RefreshToken)
-
-_SPEND_TOKEN = (
-    update(RefreshToken)
-    .where(
-        RefreshToken.token_hash == bindparam("b_token_hash"),
-        RefreshToken.spent_at.is_(None),
-        RefreshToken.revoked.is_(False),
-        RefreshToken.expires_at > bindparam("now", type_=UTCDateTime()),
-    )
-    .values(
-        spent_at=bindparam("now", type_=UTCDateTime()),
-        last_used_at=bindparam("now", type_=UTCDateTime()),
-        successor_sealed=bindparam("sealed"),
-    )
-    .returning(RefreshToken.session_id, RefreshToken.user_id)
-)
 
 
 def _user_column(column: Any, name: str) -> Any:
@@ -101,16 +85,6 @@ _RENEW_SESSION = (
         _user_column(User.created_at, "created_at"),
     )
 )
-
-
-@dataclass(frozen=True)
-class UserInfo:
-    """What a TokenPair shows of its user, when no ORM object was loaded for it."""
-
-    id: uuid.UUID
-    email: str
-    name: str | None
-    created_at: datetime
 
 
 def _insert_refresh_token(
@@ -195,27 +169,23 @@ def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo)
     now = rt.clock()
     token_hash = hash_token(raw)
     successor = new_token()
-    begin_write(db)
-    # The conditional UPDATE is the arbiter: its row count says who spent the token.
-    spent = (
-        db.connection()
-        .execute(
-            _SPEND_TOKEN,
-            {"b_token_hash": token_hash, "now": now, "sealed": seal_successor(raw, successor)},
-        )
-        .first()
+    # The conditional UPDATE is the arbiter: whether it matched says who spent the token.
+    rotated = fast_path(db.get_bind()).rotate(
+        token_hash=token_hash,
+        successor_hash=hash_token(successor),
+        sealed=seal_successor(raw, successor),
+        now=now,
+        renewed=now + timedelta(seconds=rt.settings.REFRESH_TOKEN_TTL),
+        ip_address=client.ip_address,
+        user_agent=client.user_agent,
     )
-    if spent is None:
+    if rotated is None:
+        begin_write(db)
         return _replay_or_reject(db, rt, raw, token_hash, client, now)
-
-    renewed = _renew_session(db, rt, spent.session_id, client, now)
-    if renewed is None:  # the session was revoked or reached its absolute lifetime
-        db.rollback()
+    if rotated.user is None or rotated.expires_at is None:
+        # The session was revoked or reached its absolute lifetime; nothing was written.
         raise InvalidToken("refresh token revoked")
-    expires_at, user = renewed
-    _insert_refresh_token(db, spent.user_id, spent.session_id, successor, expires_at, client, now)
-    db.commit()
-    return _token_pair(rt, user, spent.session_id, successor, expires_at, now)
+    return _token_pair(rt, rotated.user, rotated.session_id, successor, rotated.expires_at, now)
 
 
 def _replay_or_reject(
@@ -378,18 +348,11 @@ def logout_all(
     return count
 
 
-_PRINCIPAL = (
-    select(User, AuthSession.revoked_at)
-    .join(AuthSession, AuthSession.user_id == User.id)
-    .where(AuthSession.id == bindparam("session_id"), User.id == bindparam("user_id"))
-)
-
-
 @dataclass(frozen=True)
 class Principal:
     """The caller behind a valid access token whose session is still live."""
 
-    user: User
+    user: UserInfo
     session_id: uuid.UUID
     claims: AccessClaims
 
@@ -400,16 +363,16 @@ def authenticate_access_token(db: Session, rt: Runtime, token: str) -> Principal
     user_id, session_id = parse_uuid(claims.sub), parse_uuid(claims.sid)
     if user_id is None or session_id is None:
         raise InvalidToken("invalid access token")
-    row = db.execute(_PRINCIPAL, {"session_id": session_id, "user_id": user_id}).first()
-    if row is None or row.revoked_at is not None:
+    user = fast_path(db.get_bind()).principal(session_id, user_id)
+    if user is None:
         raise InvalidToken("session has been revoked")
-    return Principal(user=row.User, session_id=session_id, claims=claims)
+    return Principal(user=user, session_id=session_id, claims=claims)
 
 
 def reissue_session_ending_others(
     db: Session,
     rt: Runtime,
-    user: User,
+    user: User | UserInfo,
     session_id: uuid.UUID,
     client: ClientInfo,
     now: datetime,

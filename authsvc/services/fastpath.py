@@ -1,0 +1,243 @@
+"""The two statements on every client's request path, as hand-written SQL on the pooled
+DBAPI connection: the bearer check's session lookup, and the refresh-token rotation.
+
+Through the ORM session each cost more Python than database time, and on PostgreSQL they
+took 4 and 6 round trips (pre-ping, BEGIN, the statements, ROLLBACK or COMMIT). Here:
+
+- the bearer lookup is one autocommit SELECT by primary key;
+- a rotation on PostgreSQL is one statement, three data-modifying CTEs (spend the token,
+  renew the session, insert the successor) that commit or fail together like any single
+  statement; on SQLite it is one BEGIN IMMEDIATE transaction of three statements, taken in
+  the same writer queue as every other writer (`db.begin_write`).
+
+Values go in and come out through the SQLAlchemy type processors the ORM itself uses, so
+both paths read and write the same representations (UUIDs as hex on SQLite, UTC times).
+Every use case outside these two (the grace-window retry, reuse detection, logout …) stays
+on the ORM session in `services.tokens`; the suites run all of it on both backends.
+"""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, LargeBinary, Uuid
+
+from ..db import UTCDateTime, driver_connection, writer_queue
+
+# PostgreSQL: spend, renew and insert in one statement. The spend also requires a live
+# session, so a token of an ended session is never spent: it stays what it was, exactly as
+# a rolled-back transaction would leave it. Lock order is the token row, then the session
+# row: the order of revocation (`tokens._revoke_sessions`), so the two never deadlock.
+_ROTATE_POSTGRESQL = """
+WITH spent AS (
+    UPDATE refresh_tokens AS t
+       SET spent_at = %(now)s, last_used_at = %(now)s, successor_sealed = %(sealed)s
+     WHERE t.token_hash = %(token_hash)s
+       AND t.spent_at IS NULL AND NOT t.revoked AND t.expires_at > %(now)s
+       AND EXISTS (SELECT 1 FROM sessions AS l
+                    WHERE l.id = t.session_id AND l.revoked_at IS NULL
+                      AND l.absolute_expires_at > %(now)s)
+ RETURNING t.session_id, t.user_id
+), renewed AS (
+    UPDATE sessions AS s
+       SET last_used_at = %(now)s,
+           expires_at = LEAST(s.absolute_expires_at, %(renewed)s),
+           ip_address = %(ip_address)s, user_agent = %(user_agent)s
+      FROM spent
+     WHERE s.id = spent.session_id
+       AND s.revoked_at IS NULL AND s.absolute_expires_at > %(now)s
+ RETURNING s.id, s.user_id, s.expires_at
+), successor AS (
+    INSERT INTO refresh_tokens (user_id, session_id, token_hash, created_at, expires_at,
+                                last_used_at, revoked, user_agent, ip_address)
+    SELECT renewed.user_id, renewed.id, %(successor_hash)s, %(now)s, renewed.expires_at,
+           %(now)s, false, %(user_agent)s, %(ip_address)s
+      FROM renewed
+)
+SELECT spent.session_id, spent.user_id, renewed.expires_at,
+       (SELECT email FROM users WHERE users.id = renewed.user_id),
+       (SELECT name FROM users WHERE users.id = renewed.user_id),
+       (SELECT created_at FROM users WHERE users.id = renewed.user_id)
+  FROM spent LEFT JOIN renewed ON true
+"""
+
+# SQLite: the same three steps inside the caller's BEGIN IMMEDIATE.
+_SPEND_SQLITE = """
+UPDATE refresh_tokens
+   SET spent_at = :now, last_used_at = :now, successor_sealed = :sealed
+ WHERE token_hash = :token_hash AND spent_at IS NULL AND revoked = 0 AND expires_at > :now
+RETURNING session_id, user_id
+"""
+_RENEW_SQLITE = """
+UPDATE sessions
+   SET last_used_at = :now,
+       expires_at = CASE WHEN absolute_expires_at < :renewed
+                         THEN absolute_expires_at ELSE :renewed END,
+       ip_address = :ip_address, user_agent = :user_agent
+ WHERE id = :session_id AND revoked_at IS NULL AND absolute_expires_at > :now
+RETURNING expires_at,
+          (SELECT email FROM users WHERE users.id = sessions.user_id),
+          (SELECT name FROM users WHERE users.id = sessions.user_id),
+          (SELECT created_at FROM users WHERE users.id = sessions.user_id)
+"""
+_INSERT_SQLITE = """
+INSERT INTO refresh_tokens (user_id, session_id, token_hash, created_at, expires_at,
+                            last_used_at, revoked, user_agent, ip_address)
+VALUES (:user_id, :session_id, :successor_hash, :now, :expires_at, :now, 0,
+        :user_agent, :ip_address)
+"""
+
+# The bearer check: the session (by primary key) must be live and the token's user's own.
+_PRINCIPAL = """
+SELECT users.id, users.email, users.name, users.created_at
+  FROM sessions JOIN users ON users.id = sessions.user_id
+ WHERE sessions.id = {session_id} AND sessions.user_id = {user_id}
+   AND sessions.revoked_at IS NULL
+"""
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """What a response shows of its user, when no ORM object was loaded for it."""
+
+    id: uuid.UUID
+    email: str
+    name: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """A spent token's session, its renewed expiry and its user; `user` None if the session
+    ended (revoked, or past its absolute lifetime) and nothing was written."""
+
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    expires_at: datetime | None
+    user: UserInfo | None
+
+
+def _processor(kind: str, type_: Any, engine: Engine) -> Callable[[Any], Any]:
+    dialect = engine.dialect
+    impl = type_.dialect_impl(dialect)
+    process = (
+        impl.bind_processor(dialect) if kind == "bind" else impl.result_processor(dialect, None)
+    )
+    return process or (lambda value: value)
+
+
+class FastPath:
+    """The hot statements of one engine, with its dialect's value conversions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgresql = engine.dialect.name == "postgresql"
+        self._uuid_in = _processor("bind", Uuid(), engine)
+        self._uuid_out = _processor("result", Uuid(), engine)
+        self._time_in = _processor("bind", UTCDateTime(), engine)
+        self._time_out = _processor("result", UTCDateTime(), engine)
+        self._bytes_in = _processor("bind", LargeBinary(), engine)
+        self._queue = writer_queue(engine)
+        placeholder = "%({})s" if self.postgresql else ":{}"
+        self._principal = _PRINCIPAL.format(
+            session_id=placeholder.format("session_id"), user_id=placeholder.format("user_id")
+        )
+
+    def principal(self, session_id: uuid.UUID, user_id: uuid.UUID) -> UserInfo | None:
+        """The user behind a live session, or None (one indexed lookup, in autocommit)."""
+        params = {"session_id": self._uuid_in(session_id), "user_id": self._uuid_in(user_id)}
+        with driver_connection(self.engine, autocommit=True) as conn:
+            row = conn.execute(self._principal, params).fetchone()
+        if row is None:
+            return None
+        return UserInfo(self._uuid_out(row[0]), row[1], row[2], self._time_out(row[3]))
+
+    def rotate(
+        self,
+        *,
+        token_hash: str,
+        successor_hash: str,
+        sealed: bytes,
+        now: datetime,
+        renewed: datetime,
+        ip_address: str | None,
+        user_agent: str | None,
+    ) -> Rotated | None:
+        """Spend the token `token_hash` names and add its successor, if it is spendable
+        (unspent, unrevoked, unexpired); None if it is not, and then nothing was written."""
+        params = {
+            "token_hash": token_hash,
+            "successor_hash": successor_hash,
+            "sealed": self._bytes_in(sealed),
+            "now": self._time_in(now),
+            "renewed": self._time_in(renewed),
+            "ip_address": ip_address,
+            "user_agent": user_agent,
+        }
+        if self.postgresql:
+            return self._rotate_postgresql(params)
+        return self._rotate_sqlite(params)
+
+    def _rotate_postgresql(self, params: dict[str, Any]) -> Rotated | None:
+        with driver_connection(self.engine, autocommit=True) as conn:
+            row = conn.execute(_ROTATE_POSTGRESQL, params).fetchone()
+        if row is None:
+            return None
+        session_id, user_id, expires_at, email, name, created_at = row
+        if expires_at is None:
+            return Rotated(session_id, user_id, None, None)
+        expires_at = self._time_out(expires_at)
+        user = UserInfo(user_id, email, name, self._time_out(created_at))
+        return Rotated(session_id, user_id, expires_at, user)
+
+    def _rotate_sqlite(self, params: dict[str, Any]) -> Rotated | None:
+        if self._queue is not None:
+            self._queue.acquire()
+        try:
+            with driver_connection(self.engine) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    rotated = self._rotate_sqlite_statements(conn, params)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                if rotated is None or rotated.user is None:
+                    conn.rollback()
+                else:
+                    conn.execute("COMMIT")
+                return rotated
+        finally:
+            if self._queue is not None:
+                self._queue.release()
+
+    def _rotate_sqlite_statements(self, conn: Any, params: dict[str, Any]) -> Rotated | None:
+        spent = conn.execute(_SPEND_SQLITE, params).fetchone()
+        if spent is None:
+            return None
+        session_id, user_id = spent
+        params["session_id"], params["user_id"] = session_id, user_id
+        renewed = conn.execute(_RENEW_SQLITE, params).fetchone()
+        session_uuid, user_uuid = self._uuid_out(session_id), self._uuid_out(user_id)
+        if renewed is None:
+            return Rotated(session_uuid, user_uuid, None, None)
+        expires_at, email, name, created_at = renewed
+        params["expires_at"] = expires_at  # as stored: the same text goes into the new row
+        conn.execute(_INSERT_SQLITE, params)
+        user = UserInfo(user_uuid, email, name, self._time_out(created_at))
+        return Rotated(session_uuid, user_uuid, self._time_out(expires_at), user)
+
+
+_fast_paths: weakref.WeakKeyDictionary[Engine, FastPath] = weakref.WeakKeyDictionary()
+
+
+def fast_path(engine: Engine) -> FastPath:
+    """The FastPath of `engine`, built on first use."""
+    found = _fast_paths.get(engine)
+    if found is None:
+        found = _fast_paths.setdefault(engine, FastPath(engine))
+    return found
