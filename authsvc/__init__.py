@@ -60,6 +60,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
             settings.ARGON2_MEMORY_COST,
             settings.ARGON2_TIME_COST,
             settings.ARGON2_PARALLELISM,
+            concurrency=settings.ARGON2_CONCURRENCY,
+            slot_dir=Path(settings.INSTANCE_PATH) / "argon2-slots",
         ),
         clock=clock,
     )

@@ -16,6 +16,13 @@ SMTP_TLS_MODES = ("none", "starttls", "ssl")
 MAIL_BACKENDS = ("outbox", "smtp")
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may use (containers, taskset)
+    except AttributeError:  # macOS has no sched_getaffinity
+        return os.cpu_count() or 1
+
+
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says which setting and why."""
 
@@ -48,6 +55,9 @@ class Settings:
     ARGON2_MEMORY_COST: int = 19 * 1024
     ARGON2_TIME_COST: int = 2
     ARGON2_PARALLELISM: int = 1
+    # argon2 runs at once on this host, across all workers and threads (0: no limit): more
+    # than there are cores only makes each slower. Slots are lock files in INSTANCE_PATH.
+    ARGON2_CONCURRENCY: int = _usable_cpus()
     PASSWORD_MIN_LENGTH: int = 12
     PASSWORD_MAX_LENGTH: int = 256
 
@@ -250,6 +260,7 @@ def _validate(s: Settings) -> Settings:
     check(s.ARGON2_MEMORY_COST >= 8, "ARGON2_MEMORY_COST is in KiB and must be at least 8")
     check(s.ARGON2_TIME_COST >= 1, "ARGON2_TIME_COST must be at least 1")
     check(s.ARGON2_PARALLELISM >= 1, "ARGON2_PARALLELISM must be at least 1")
+    check(0 <= s.ARGON2_CONCURRENCY <= 1024, "ARGON2_CONCURRENCY must be 0 (no limit) to 1024")
     check(s.MAX_CONTENT_LENGTH >= 1024, "MAX_CONTENT_LENGTH must be at least 1024 bytes")
     check(0 <= s.TRUSTED_PROXY_HOPS <= 10, "TRUSTED_PROXY_HOPS must be 0 to 10")
     check("*" not in s.CORS_ORIGINS, "CORS_ORIGINS must list origins; '*' is not allowed")
