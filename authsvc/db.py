@@ -203,7 +203,10 @@ def driver_connection(engine: Engine, *, autocommit: bool = False) -> Iterator[A
     except driver_error as exc:
         gone = pooled is not None and dialect.is_disconnect(exc, pooled.dbapi_connection, None)
         if gone:
-            pooled.invalidate(exc)
+            # As SQLAlchemy's own error handling does: every connection the pool made before
+            # this one is suspect too (a restart, a dropped network), and is replaced on its
+            # next checkout instead of failing one request each.
+            engine.pool._invalidate(pooled, exc)
         raise DBAPIError.instance(
             None,
             None,

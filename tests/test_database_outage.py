@@ -3,10 +3,16 @@
 restart. Against a real gunicorn.
 
 PostgreSQL: the server reaches the database through a TCP proxy in this test, which is
-stopped (every connection cut, the port closed) and started again.
+stopped (every connection cut, the port closed) and started again. Login (the ORM session),
+and the bearer check (GET /api/auth/me) and refresh-token rotation, which run hand-written
+SQL on the pooled DBAPI connection (`db.driver_connection`), all answer 503 and recover.
 SQLite has no connection to cut: the database is a file opened inside the worker, and an
 open file cannot be taken away from it. Its equivalent is the database's volume being absent
 (not mounted yet) and then appearing: every connection attempt fails until it does.
+
+PostgreSQL also: pooled connections whose backends the server ended (pg_terminate_backend,
+as a restart or an administrator does) are replaced on checkout, never used, so the requests
+after it all succeed (no 503). In the Flask test client, on the app's own pool.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from typing import Any
 
 import pytest
 from alembic import command
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
-from conftest import PASSWORD, alembic_config, free_port
+from conftest import PASSWORD, alembic_config, bearer, free_port
 
 HS256 = {"JWT_ALGORITHM": "HS256", "JWT_SECRET": "outage-test-secret-of-32-bytes-or-more"}
 
@@ -101,9 +109,13 @@ def _close(sock: socket.socket) -> None:
     sock.close()
 
 
-def _call(url: str, body: dict | None = None) -> tuple[int, dict[str, str], Any]:
+def _call(
+    url: str, body: dict | None = None, *, token: str | None = None
+) -> tuple[int, dict[str, str], Any]:
+    """`body` as JSON (a POST), or a GET without one; `token` as the Bearer credential."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **(bearer(token) if token else {})}
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, dict(response.headers), json.loads(response.read() or b"null")
@@ -121,6 +133,14 @@ def _assert_unavailable(status: int, headers: dict[str, str], body: Any) -> None
 
 def _login(url: str) -> tuple[int, dict[str, str], Any]:
     return _call(f"{url}/api/auth/login", {"email": "alice@example.com", "password": PASSWORD})
+
+
+def _me(url: str, access_token: str) -> tuple[int, dict[str, str], Any]:
+    return _call(f"{url}/api/auth/me", token=access_token)
+
+
+def _refresh(url: str, refresh_token: str) -> tuple[int, dict[str, str], Any]:
+    return _call(f"{url}/api/auth/refresh", {"refresh_token": refresh_token})
 
 
 @pytest.mark.slow
@@ -145,21 +165,69 @@ def test_postgresql_outage_answers_503_and_recovers_without_restart(
             {"email": "alice@example.com", "password": PASSWORD},
         )
         assert registered[0] == 201
-        assert _login(server.url)[0] == 200
+        status, _, pair = _login(server.url)
+        assert status == 200
+        access_token, refresh_token = pair["access_token"], pair["refresh_token"]
+        assert _me(server.url, access_token)[0] == 200
         assert _call(f"{server.url}/readyz")[0] == 200
 
         proxy.stop()
         for _ in range(4):  # both workers, pooled connections and new ones alike
             _assert_unavailable(*_login(server.url))
+            # The hot paths, on the DBAPI connection rather than the ORM session:
+            _assert_unavailable(*_me(server.url, access_token))
+            _assert_unavailable(*_refresh(server.url, refresh_token))  # not spent: no database
             _assert_unavailable(*_call(f"{server.url}/readyz"))
         assert _call(f"{server.url}/healthz")[0] == 200  # the process itself is fine
 
         proxy.start()
         for _ in range(4):
             assert _login(server.url)[0] == 200
+            assert _me(server.url, access_token)[0] == 200
+            status, _, pair = _refresh(server.url, refresh_token)
+            assert status == 200, pair
+            refresh_token = pair["refresh_token"]
             assert _call(f"{server.url}/readyz")[0] == 200
     finally:
         proxy.stop()
+
+
+_TERMINATE_OTHER_CLIENTS = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid()
+   AND backend_type = 'client backend'
+"""
+
+
+def test_postgresql_connections_the_server_ended_are_replaced_not_used(
+    backend, engine, client, user
+):
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no server to end a connection")
+    warmed = [engine.connect() for _ in range(4)]  # at once: four distinct pooled connections
+    for connection in warmed:
+        connection.close()  # back to the pool, idle, their backends alive
+    # From a connection outside the app's pool, so that every pooled one is ended.
+    outsider = create_engine(engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with outsider.connect() as connection:
+            ended = connection.execute(text(_TERMINATE_OTHER_CLIENTS)).scalars().all()
+    finally:
+        outsider.dispose()
+    assert ended.count(True) >= len(warmed), ended  # else the test would prove nothing
+    time.sleep(0.2)  # for the backends' FATAL messages to reach the pooled sockets
+
+    access_token, refresh_token = user["access_token"], user["refresh_token"]
+    for _ in range(6):  # more checkouts than ended connections in the pool, on each path
+        me = client.get("/api/auth/me", headers=bearer(access_token))
+        assert me.status_code == 200, me.get_json()
+        refreshed = client.post("/api/auth/refresh", json={"refresh_token": refresh_token})
+        assert refreshed.status_code == 200, refreshed.get_json()
+        refresh_token = refreshed.get_json()["refresh_token"]
+        logged_in = client.post(
+            "/api/auth/login", json={"email": "alice@example.com", "password": PASSWORD}
+        )
+        assert logged_in.status_code == 200, logged_in.get_json()
 
 
 @pytest.mark.slow
