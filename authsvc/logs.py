@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import re
-import uuid
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,7 +61,7 @@ def configure_logging(level: str) -> None:
 
 def _assign_request_id() -> None:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
 
 
 def _echo_request_id(response: Response) -> Response:

@@ -19,6 +19,9 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+NO_STORE_HEADERS = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+CSP_HEADER = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+JSON_MIMETYPES = ("application/json", "application/problem+json")
 
 
 def _is_json(mimetype: str) -> bool:
@@ -67,17 +70,20 @@ def _check_request_body() -> None:
 
 def _response_headers(response: Response) -> Response:
     headers = response.headers
-    for name, value in SECURITY_HEADERS.items():
-        if name not in headers:  # (Headers.setdefault raises and catches KeyError each time)
-            headers[name] = value
+    # One pass over the headers a view set; then appends. (`name in headers` scans and
+    # lower-cases every header per lookup, on every response.)
+    present = {name.lower() for name, _ in headers}
+    missing = [
+        (name, value) for name, value in SECURITY_HEADERS.items() if name.lower() not in present
+    ]
     if request.path.startswith("/api/auth/"):
         # Token pairs and personal data: never stored by a browser or a shared cache.
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
-    if response.mimetype in ("application/json", "application/problem+json"):
-        response.headers.setdefault(
-            "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
-        )
+        headers.remove("Cache-Control")
+        headers.remove("Pragma")
+        missing += NO_STORE_HEADERS
+    if "content-security-policy" not in present and response.mimetype in JSON_MIMETYPES:
+        missing.append(CSP_HEADER)
+    headers.extend(missing)
     return response
 
 

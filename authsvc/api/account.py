@@ -14,7 +14,7 @@ blp = Blueprint("account", __name__, url_prefix="/api/auth", description="Accoun
 
 @blp.post("/register")
 @rate_limited("register")
-@blp.arguments(RegisterArgsSchema)
+@blp.arguments(RegisterArgsSchema())
 @blp.response(201, TokenPairSchema)
 @blp.alt_response(409, description="email_taken")
 @blp.alt_response(422, description="validation_error or weak_password")
@@ -28,7 +28,7 @@ def register(args: dict) -> object:
 
 @blp.post("/login")
 @rate_limited("login")
-@blp.arguments(LoginArgsSchema)
+@blp.arguments(LoginArgsSchema())
 @blp.response(200, TokenPairSchema)
 @blp.alt_response(401, description="invalid_credentials")
 @blp.alt_response(429, description="rate_limited: too many attempts (see Retry-After)")

@@ -45,7 +45,7 @@ def accepts_form_body(view: Callable[..., Any]) -> Callable[..., Any]:
 
 @blp.post("/introspect")
 @blp.doc(security=BASIC_SECURITY)
-@blp.arguments(IntrospectionArgsSchema, location="form")
+@blp.arguments(IntrospectionArgsSchema(), location="form")
 @blp.response(200, IntrospectionSchema)
 @blp.alt_response(401, description="invalid_client")
 @accepts_form_body

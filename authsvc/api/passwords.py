@@ -20,7 +20,7 @@ blp = Blueprint("passwords", __name__, url_prefix="/api/auth", description="Pass
 
 @blp.post("/forgot-password")
 @rate_limited("forgot_password")
-@blp.arguments(ForgotPasswordArgsSchema)
+@blp.arguments(ForgotPasswordArgsSchema())
 @blp.response(202, MessageSchema)
 @blp.alt_response(422, description="validation_error: not an email address")
 @blp.alt_response(429, description="rate_limited (see Retry-After)")
@@ -32,7 +32,7 @@ def forgot_password(args: dict) -> dict:
 
 @blp.post("/reset-password")
 @rate_limited("reset_password")
-@blp.arguments(ResetPasswordArgsSchema)
+@blp.arguments(ResetPasswordArgsSchema())
 @blp.response(200, TokenPairSchema)
 @blp.alt_response(400, description="invalid_reset_token: unknown, expired or already used")
 @blp.alt_response(422, description="validation_error or weak_password")
@@ -47,7 +47,7 @@ def reset_password(args: dict) -> object:
 @blp.post("/change-password")
 @blp.doc(security=BEARER_SECURITY)
 @bearer_required
-@blp.arguments(ChangePasswordArgsSchema)
+@blp.arguments(ChangePasswordArgsSchema())
 @blp.response(200, TokenPairSchema)
 @blp.alt_response(401, description="invalid_credentials (wrong current password) or bad token")
 @blp.alt_response(422, description="validation_error or weak_password")

@@ -41,7 +41,7 @@ def revoke_session(session_id: str) -> None:
 @blp.get("/events")
 @blp.doc(security=BEARER_SECURITY)
 @bearer_required
-@blp.arguments(EventsQuerySchema, location="query")
+@blp.arguments(EventsQuerySchema(), location="query")
 @blp.response(200, EventSchema(many=True))
 @blp.alt_response(401, description="missing, invalid, expired or revoked access token")
 @blp.alt_response(422, description="validation_error: limit is not 1 to 100")

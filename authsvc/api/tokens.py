@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..db import get_session
+from ..db import get_engine, get_session
 from ..services import tokens
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .limits import rate_limited
@@ -14,19 +14,19 @@ blp = Blueprint("tokens", __name__, url_prefix="/api/auth", description="Tokens"
 
 @blp.post("/refresh")
 @rate_limited("refresh")
-@blp.arguments(RefreshTokenArgsSchema)
+@blp.arguments(RefreshTokenArgsSchema())
 @blp.response(200, TokenPairSchema)
 @blp.alt_response(401, description="invalid_token or refresh_token_reused")
 @blp.alt_response(429, description="rate_limited (see Retry-After)")
 def refresh(args: dict) -> object:
     """Exchange a refresh token for a new pair (the presented token is spent)"""
     return tokens.rotate_refresh_token(
-        get_session(), runtime(), args["refresh_token"], client_info()
+        get_engine(), get_session, runtime(), args["refresh_token"], client_info()
     )
 
 
 @blp.post("/logout")
-@blp.arguments(RefreshTokenArgsSchema)
+@blp.arguments(RefreshTokenArgsSchema())
 @blp.response(204)
 def logout(args: dict) -> None:
     """End the session of a refresh token (idempotent; unknown tokens also get 204)"""

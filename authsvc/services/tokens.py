@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import Engine, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..db import UTCDateTime, begin_write
@@ -160,17 +161,22 @@ def start_session(
     return _token_pair(rt, user, session.id, raw, expires, now)
 
 
-def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo) -> TokenPair:
+def rotate_refresh_token(
+    engine: Engine, open_session: Callable[[], Session], rt: Runtime, raw: str, client: ClientInfo
+) -> TokenPair:
     """Spend `raw` and return its successor. Exactly one request can spend a token; the
     others (retries within the grace window) get the same successor back, and anything
-    else presenting a spent token revokes the whole session."""
+    else presenting a spent token revokes the whole session.
+
+    The rotation itself needs no ORM session; `open_session` gives one only for the rare
+    paths (a retry, a reuse)."""
     if not raw or len(raw) > MAX_TOKEN_LENGTH:
         raise InvalidToken("invalid refresh token")
     now = rt.clock()
     token_hash = hash_token(raw)
     successor = new_token()
     # The conditional UPDATE is the arbiter: whether it matched says who spent the token.
-    rotated = fast_path(db.get_bind()).rotate(
+    rotated = fast_path(engine).rotate(
         token_hash=token_hash,
         successor_hash=hash_token(successor),
         sealed=seal_successor(raw, successor),
@@ -180,6 +186,7 @@ def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo)
         user_agent=client.user_agent,
     )
     if rotated is None:
+        db = open_session()
         begin_write(db)
         return _replay_or_reject(db, rt, raw, token_hash, client, now)
     if rotated.user is None or rotated.expires_at is None:
@@ -357,13 +364,13 @@ class Principal:
     claims: AccessClaims
 
 
-def authenticate_access_token(db: Session, rt: Runtime, token: str) -> Principal:
+def authenticate_access_token(engine: Engine, rt: Runtime, token: str) -> Principal:
     """Verify the token and that its session is live: one indexed lookup, user included."""
     claims = rt.keys.verify_access_token(token, rt.clock())
     user_id, session_id = parse_uuid(claims.sub), parse_uuid(claims.sid)
     if user_id is None or session_id is None:
         raise InvalidToken("invalid access token")
-    user = fast_path(db.get_bind()).principal(session_id, user_id)
+    user = fast_path(engine).principal(session_id, user_id)
     if user is None:
         raise InvalidToken("session has been revoked")
     return Principal(user=user, session_id=session_id, claims=claims)
