@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +16,7 @@ from ..runtime import Runtime
 from ..security.passwords import password_problem
 from .common import ClientInfo, TokenPair
 from .events import record_event
+from .fastpath import Credentials, fast_path, start_login_session
 from .tokens import start_session
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit
@@ -103,28 +106,46 @@ def login(db: Session, rt: Runtime, email: str, password: str, client: ClientInf
         email = normalise_email(email)
     except ValidationFailed:
         email = None  # cannot exist; still pay for one argon2 verification below
-    user = db.scalar(select(User).where(User.email == email)) if email else None
-    ok = rt.passwords.verify(user.password_hash if user else None, password)
+    fast = fast_path(db.get_bind())
+    found = fast.credentials(email) if email else None
+    # The slow hash runs outside any transaction; the writes below take the lock only after.
+    ok = rt.passwords.verify(found.password_hash if found else None, password)
     now = rt.clock()
-    if user is not None:
-        db.expunge(user)  # keep it loaded across the write transaction below
-    # The slow hash ran outside the write transaction; take the write lock only now.
-    begin_write(db)
-    if not ok:
+    if found is None or not ok:
+        begin_write(db)
         record_event(
             db,
             "login_failed",
             now=now,
             client=client,
-            user_id=user.id if user else None,
-            details=None if user else {"reason": "unknown_email"},
+            user_id=found.user.id if found else None,
+            details=None if found else {"reason": "unknown_email"},
         )
         db.commit()
         raise InvalidCredentials("invalid email or password")
-    assert user is not None
-    if rt.passwords.needs_rehash(user.password_hash):
-        user.password_hash = rt.passwords.hash(password)
-        db.execute(update(User).where(User.id == user.id).values(password_hash=user.password_hash))
+    if rt.passwords.needs_rehash(found.password_hash):
+        return _login_upgrading_hash(db, rt, found, password, client, now)
+    # The common case, off the ORM session: one statement on PostgreSQL.
+    return start_login_session(fast, rt, found.user, client, now)
+
+
+def _login_upgrading_hash(
+    db: Session, rt: Runtime, found: Credentials, password: str, client: ClientInfo, now: datetime
+) -> TokenPair:
+    """Start the session and store the password's hash under the current argon2 parameters
+    (the first login after they changed), through the ORM."""
+    new_hash = rt.passwords.hash(password)  # before the write lock, like the verification
+    begin_write(db)
+    # Only the hash just verified is replaced: a password changed meanwhile stays changed.
+    db.execute(
+        update(User)
+        .where(User.id == found.user.id, User.password_hash == found.password_hash)
+        .values(password_hash=new_hash)
+    )
+    user = db.get(User, found.user.id)
+    if user is None:  # deleted since the lookup
+        db.rollback()
+        raise InvalidCredentials("invalid email or password")
     pair = start_session(db, rt, user, client, now)
     record_event(
         db, "login_succeeded", now=now, client=client, user_id=user.id, session_id=pair.session_id

@@ -41,8 +41,7 @@ def record_event(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Add the event to the caller's transaction and log it. Never pass a secret in details."""
-    if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown security event {event_type!r}")
+    check_event_type(event_type)
     db.add(
         SecurityEvent(
             type=event_type,
@@ -54,6 +53,26 @@ def record_event(
             details=details,
         )
     )
+    log_event(
+        event_type, now=now, client=client, user_id=user_id, session_id=session_id, details=details
+    )
+
+
+def check_event_type(event_type: str) -> None:
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown security event {event_type!r}")
+
+
+def log_event(
+    event_type: str,
+    *,
+    now: datetime,
+    client: ClientInfo,
+    user_id: uuid.UUID | None,
+    session_id: uuid.UUID | None,
+    details: dict[str, Any] | None,
+) -> None:
+    """The event's JSON log line, for events stored outside the ORM session too (`fastpath`)."""
     log.info(
         json.dumps(
             {

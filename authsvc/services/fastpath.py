@@ -1,5 +1,6 @@
-"""The two statements on every client's request path, as hand-written SQL on the pooled
-DBAPI connection: the bearer check's session lookup, and the refresh-token rotation.
+"""The statements on every client's request path, as hand-written SQL on the pooled DBAPI
+connection: the bearer check's session lookup, the refresh-token rotation, and a successful
+login's lookup by email and its writes.
 
 Through the ORM session each cost more Python than database time, and on PostgreSQL they
 took 4 and 6 round trips (pre-ping, BEGIN, the statements, ROLLBACK or COMMIT). Here:
@@ -8,26 +9,38 @@ took 4 and 6 round trips (pre-ping, BEGIN, the statements, ROLLBACK or COMMIT). 
 - a rotation on PostgreSQL is one statement, three data-modifying CTEs (spend the token,
   renew the session, insert the successor) that commit or fail together like any single
   statement; on SQLite it is one BEGIN IMMEDIATE transaction of three statements, taken in
-  the same writer queue as every other writer (`db.begin_write`).
+  the same writer queue as every other writer (`db.begin_write`);
+- a login reads the account in one autocommit SELECT by email (before the password check,
+  which runs outside any transaction), then writes its session, the session's first refresh
+  token and the `login_succeeded` event in one statement on PostgreSQL (three INSERTs, one
+  per CTE), in one BEGIN IMMEDIATE transaction on SQLite.
 
 Values go in and come out through the SQLAlchemy type processors the ORM itself uses, so
 both paths read and write the same representations (UUIDs as hex on SQLite, UTC times).
-Every use case outside these two (the grace-window retry, reuse detection, logout …) stays
-on the ORM session in `services.tokens`; the suites run all of it on both backends.
+Every other use case (the grace-window retry, reuse detection, logout, a failed login, a
+login that upgrades its password hash …) stays on the ORM session in `services.tokens` and
+`services.accounts`; the suites run all of it on both backends.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, LargeBinary, Uuid
+from sqlalchemy import JSON, Engine, LargeBinary, Uuid
 
 from ..db import UTCDateTime, driver_connection, writer_queue
+from ..models import User
+from ..runtime import Runtime
+from ..security.tokens import hash_token, new_token
+from .common import ClientInfo, TokenPair
+from .events import check_event_type, log_event
 
 # PostgreSQL: spend, renew and insert in one statement. The spend also requires a live
 # session, so a token of an ended session is never spent: it stays what it was, exactly as
@@ -101,6 +114,46 @@ SELECT users.id, users.email, users.name, users.created_at
 """
 
 
+# A login: the account by its (normalised, unique) email.
+_CREDENTIALS = """
+SELECT id, email, name, created_at, password_hash FROM users WHERE email = {email}
+"""
+
+# ... and, the password verified, what `tokens.start_session` and `events.record_event` add
+# through the ORM, column for column: the omitted columns have no defaults (NULL there too).
+_LOGIN_INSERTS = (
+    """
+INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, absolute_expires_at,
+                      user_agent, ip_address)
+VALUES (:session_id, :user_id, :now, :now, :expires_at, :absolute_expires_at,
+        :user_agent, :ip_address)
+""",
+    """
+INSERT INTO refresh_tokens (user_id, session_id, token_hash, created_at, expires_at,
+                            last_used_at, revoked, user_agent, ip_address)
+VALUES (:user_id, :session_id, :token_hash, :now, :expires_at, :now, :revoked,
+        :user_agent, :ip_address)
+""",
+    """
+INSERT INTO security_events (user_id, type, created_at, ip_address, user_agent, session_id,
+                             details)
+VALUES (:user_id, :event_type, :now, :ip_address, :user_agent, :session_id, :details)
+""",
+)
+
+
+def _pyformat(statement: str) -> str:
+    return re.sub(r":(\w+)", r"%(\1)s", statement)
+
+
+# PostgreSQL: the three INSERTs as one statement. The session id is made in Python, so no
+# INSERT needs another's result; the token's foreign key to the new session is checked at
+# the end of the statement (non-deferred constraints' triggers fire then), when it exists.
+_LOGIN_POSTGRESQL = "WITH new_session AS ({}), first_token AS ({}){}".format(
+    *map(_pyformat, _LOGIN_INSERTS)
+)
+
+
 @dataclass(frozen=True)
 class UserInfo:
     """What a response shows of its user, when no ORM object was loaded for it."""
@@ -120,6 +173,14 @@ class Rotated:
     user_id: uuid.UUID
     expires_at: datetime | None
     user: UserInfo | None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An account found by email, with the hash its password is checked against."""
+
+    user: UserInfo
+    password_hash: str
 
 
 def _processor(kind: str, type_: Any, engine: Engine) -> Callable[[Any], Any]:
@@ -142,11 +203,13 @@ class FastPath:
         self._time_in = _processor("bind", UTCDateTime(), engine)
         self._time_out = _processor("result", UTCDateTime(), engine)
         self._bytes_in = _processor("bind", LargeBinary(), engine)
+        self._json_in = _processor("bind", JSON(), engine)
         self._queue = writer_queue(engine)
         placeholder = "%({})s" if self.postgresql else ":{}"
         self._principal = _PRINCIPAL.format(
             session_id=placeholder.format("session_id"), user_id=placeholder.format("user_id")
         )
+        self._credentials = _CREDENTIALS.format(email=placeholder.format("email"))
 
     def principal(self, session_id: uuid.UUID, user_id: uuid.UUID) -> UserInfo | None:
         """The user behind a live session, or None (one indexed lookup, in autocommit)."""
@@ -196,24 +259,11 @@ class FastPath:
         return Rotated(session_id, user_id, expires_at, user)
 
     def _rotate_sqlite(self, params: dict[str, Any]) -> Rotated | None:
-        if self._queue is not None:
-            self._queue.acquire()
-        try:
-            with driver_connection(self.engine) as conn:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    rotated = self._rotate_sqlite_statements(conn, params)
-                except BaseException:
-                    conn.rollback()
-                    raise
-                if rotated is None or rotated.user is None:
-                    conn.rollback()
-                else:
-                    conn.execute("COMMIT")
-                return rotated
-        finally:
-            if self._queue is not None:
-                self._queue.release()
+        with self._sqlite_write() as conn:
+            rotated = self._rotate_sqlite_statements(conn, params)
+            if rotated is not None and rotated.user is not None:
+                conn.execute("COMMIT")
+            return rotated
 
     def _rotate_sqlite_statements(self, conn: Any, params: dict[str, Any]) -> Rotated | None:
         spent = conn.execute(_SPEND_SQLITE, params).fetchone()
@@ -231,6 +281,75 @@ class FastPath:
         user = UserInfo(user_uuid, email, name, self._time_out(created_at))
         return Rotated(session_uuid, user_uuid, self._time_out(expires_at), user)
 
+    def credentials(self, email: str) -> Credentials | None:
+        """The account of a normalised email, or None (one indexed lookup, in autocommit)."""
+        with driver_connection(self.engine, autocommit=True) as conn:
+            row = conn.execute(self._credentials, {"email": email}).fetchone()
+        if row is None:
+            return None
+        user_id, email, name, created_at, password_hash = row
+        return Credentials(
+            UserInfo(self._uuid_out(user_id), email, name, self._time_out(created_at)),
+            password_hash,
+        )
+
+    def start_session(
+        self,
+        *,
+        session_id: uuid.UUID,
+        user_id: uuid.UUID,
+        token_hash: str,
+        now: datetime,
+        expires_at: datetime,
+        absolute_expires_at: datetime,
+        ip_address: str | None,
+        user_agent: str | None,
+        event_type: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Write a new session, its first refresh token and its security event, all or none."""
+        check_event_type(event_type)
+        params = {
+            "session_id": self._uuid_in(session_id),
+            "user_id": self._uuid_in(user_id),
+            "token_hash": token_hash,
+            "now": self._time_in(now),
+            "expires_at": self._time_in(expires_at),
+            "absolute_expires_at": self._time_in(absolute_expires_at),
+            "revoked": False,
+            "ip_address": ip_address,
+            "user_agent": user_agent,
+            "event_type": event_type,
+            # As the ORM writes it: None is JSON 'null', not SQL NULL (JSON.none_as_null).
+            "details": self._json_in(details),
+        }
+        if self.postgresql:
+            with driver_connection(self.engine, autocommit=True) as conn:
+                conn.execute(_LOGIN_POSTGRESQL, params)
+            return
+        with self._sqlite_write() as conn:
+            for statement in _LOGIN_INSERTS:
+                conn.execute(statement, params)
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _sqlite_write(self) -> Iterator[Any]:
+        """A BEGIN IMMEDIATE transaction on a pooled connection, in the writer queue; what
+        the body leaves uncommitted (it raised, or had nothing to write) is rolled back."""
+        if self._queue is not None:
+            self._queue.acquire()
+        try:
+            with driver_connection(self.engine) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction:
+                        conn.rollback()
+        finally:
+            if self._queue is not None:
+                self._queue.release()
+
 
 _fast_paths: weakref.WeakKeyDictionary[Engine, FastPath] = weakref.WeakKeyDictionary()
 
@@ -241,3 +360,56 @@ def fast_path(engine: Engine) -> FastPath:
     if found is None:
         found = _fast_paths.setdefault(engine, FastPath(engine))
     return found
+
+
+def _seconds_left(expires_at: datetime, now: datetime) -> int:
+    return max(0, int((expires_at - now).total_seconds()))
+
+
+def token_pair(
+    rt: Runtime,
+    user: User | UserInfo,
+    session_id: uuid.UUID,
+    refresh: str,
+    refresh_exp: datetime,
+    now: datetime,
+) -> TokenPair:
+    """The response of a login, refresh or reissue: a new access token beside `refresh`."""
+    access, expires_in = rt.keys.issue_access_token(str(user.id), str(session_id), now)
+    return TokenPair(
+        access_token=access,
+        refresh_token=refresh,
+        expires_in=expires_in,
+        refresh_expires_in=_seconds_left(refresh_exp, now),
+        user=user,
+        session_id=session_id,
+    )
+
+
+def start_login_session(
+    fast: FastPath, rt: Runtime, user: UserInfo, client: ClientInfo, now: datetime
+) -> TokenPair:
+    """After a successful password check: what `tokens.start_session` and
+    `record_event("login_succeeded")` do through the ORM, in one write (one statement on
+    PostgreSQL), logged as the same JSON line."""
+    s = rt.settings
+    absolute = now + timedelta(seconds=s.SESSION_MAX_LIFETIME)
+    expires = min(now + timedelta(seconds=s.REFRESH_TOKEN_TTL), absolute)
+    session_id = uuid.uuid4()
+    raw = new_token()
+    event_type = "login_succeeded"
+    fast.start_session(
+        session_id=session_id,
+        user_id=user.id,
+        token_hash=hash_token(raw),
+        now=now,
+        expires_at=expires,
+        absolute_expires_at=absolute,
+        ip_address=client.ip_address,
+        user_agent=client.user_agent,
+        event_type=event_type,
+    )
+    log_event(
+        event_type, now=now, client=client, user_id=user.id, session_id=session_id, details=None
+    )
+    return token_pair(rt, user, session_id, raw, expires, now)

@@ -25,30 +25,9 @@ from ..security.tokens import (
 )
 from .common import ClientInfo, TokenPair, parse_uuid
 from .events import record_event
-from .fastpath import UserInfo, fast_path
+from .fastpath import UserInfo, fast_path, token_pair
 
-
-def _seconds_left(expires_at: datetime, now: datetime) -> int:
-    return max(0, int((expires_at - now).total_seconds()))
-
-
-def _token_pair(
-    rt: Runtime,
-    user: User | UserInfo,
-    session_id: uuid.UUID,
-    refresh: str,
-    refresh_exp: datetime,
-    now: datetime,
-) -> TokenPair:
-    access, expires_in = rt.keys.issue_access_token(str(user.id), str(session_id), now)
-    return TokenPair(
-        access_token=access,
-        refresh_token=refresh,
-        expires_in=expires_in,
-        refresh_expires_in=_seconds_left(refresh_exp, now),
-        user=user,
-        session_id=session_id,
-    )
+_token_pair = token_pair  # the shape of every pair this module hands out
 
 
 # Statements of the rarer write paths (a new chain for change-password and reset), built
