@@ -6,6 +6,8 @@ import fcntl
 import os
 import select
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -176,37 +178,123 @@ def begin_write(session: Session) -> None:
         raise
 
 
+class _ThreadConnections:
+    """One DBAPI connection per thread for the hot paths' hand-written SQL (`driver_connection`).
+
+    Outside the pool: checking a connection out and back in, switching it to autocommit and
+    back and the pool's reset cost more Python than a primary-key SELECT does. Each thread
+    keeps its own, in autocommit on PostgreSQL (a statement is its own transaction; SQLite
+    connections are in autocommit until BEGIN). A connection the server has ended is replaced
+    before use (the poll of `_drop_ended_connection`), one that failed with a disconnect right
+    after, one older than the pool's recycle time on its next use; all close with the engine
+    (`Engine.dispose()`).
+    """
+
+    RECYCLE = 1800.0  # seconds, as the pool's pool_recycle
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgresql = engine.dialect.name == "postgresql"
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: set[Any] = set()  # every thread's pooled-connection wrapper, detached
+        event.listen(engine, "engine_disposed", self._close_all)
+
+    def get(self) -> Any:
+        held = getattr(self._local, "held", None)
+        if held is not None and not self._usable(held):
+            self._discard()
+            held = None
+        if held is None:
+            pooled = self.engine.raw_connection()
+            connection = pooled.driver_connection  # (detached, the wrapper forgets it)
+            pooled.detach()  # ours until closed; the pool no longer counts it
+            if self.postgresql:
+                connection.autocommit = True
+            with self._lock:
+                self._open.add(pooled)
+            held = self._local.held = _Held(pooled, connection)
+            # A thread that ends takes its connection with it (its locals are dropped).
+            weakref.finalize(held, self._close, pooled)
+        return held.connection
+
+    def _usable(self, held: _Held) -> bool:
+        if time.monotonic() - held.opened > self.RECYCLE:
+            return False
+        if not self.postgresql:
+            return True
+        try:
+            _drop_ended_connection(held.connection, None, None)
+        except DisconnectionError:
+            return False
+        return True
+
+    def _discard(self) -> None:
+        held = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            self._close(held.pooled)
+
+    def _close(self, pooled: Any) -> None:
+        with self._lock:
+            if pooled not in self._open:
+                return
+            self._open.discard(pooled)
+        with suppress(Exception):
+            pooled.close()
+
+    def _close_all(self, _engine: Any = None) -> None:
+        with self._lock:
+            open_, self._open = self._open, set()
+        for pooled in open_:
+            with suppress(Exception):
+                pooled.close()
+
+
+class _Held:
+    """A thread's hot-path connection (see `_ThreadConnections`)."""
+
+    __slots__ = ("__weakref__", "connection", "opened", "pooled")
+
+    def __init__(self, pooled: Any, connection: Any) -> None:
+        self.pooled = pooled
+        self.connection = connection
+        self.opened = time.monotonic()
+
+
+_thread_connections: weakref.WeakKeyDictionary[Engine, _ThreadConnections] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 @contextmanager
-def driver_connection(engine: Engine, *, autocommit: bool = False) -> Iterator[Any]:
-    """A pooled DBAPI connection for hand-written SQL (the hot paths of `services.fastpath`).
+def driver_connection(engine: Engine) -> Iterator[Any]:
+    """This thread's own DBAPI connection to `engine`'s database, for hand-written SQL (the
+    hot paths of `services.fastpath`); in autocommit on both backends until BEGIN is sent.
 
     Driver errors come out as SQLAlchemy's own, with parameters hidden, so the app's 503 for
-    an unreachable database applies; a connection the error shows broken leaves the pool.
-    `autocommit` (PostgreSQL) runs each statement as its own transaction, with no BEGIN or
-    COMMIT round trip; SQLite connections are in autocommit unless BEGIN is sent.
+    an unreachable database applies; a connection the error shows broken is dropped, and the
+    pool invalidated as SQLAlchemy's own handling does.
     """
+    connections = _thread_connections.get(engine)
+    if connections is None:
+        with _thread_connections_lock:
+            connections = _thread_connections.get(engine)
+            if connections is None:
+                connections = _thread_connections[engine] = _ThreadConnections(engine)
     dialect = engine.dialect
     driver_error = dialect.loaded_dbapi.Error
-    pooled = None
+    connection = None
     try:
-        pooled = engine.raw_connection()
-        connection = pooled.driver_connection
-        autocommit = autocommit and dialect.name == "postgresql"
-        if autocommit:
-            connection.autocommit = True
-        try:
-            yield connection
-        finally:
-            if autocommit:
-                with suppress(driver_error):  # a broken connection is invalidated below
-                    connection.autocommit = False
+        connection = connections.get()
+        yield connection
     except driver_error as exc:
-        gone = pooled is not None and dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+        gone = connection is None or dialect.is_disconnect(exc, connection, None)
         if gone:
-            # As SQLAlchemy's own error handling does: every connection the pool made before
-            # this one is suspect too (a restart, a dropped network), and is replaced on its
-            # next checkout instead of failing one request each.
-            engine.pool._invalidate(pooled, exc)
+            connections._discard()
+            # Every connection the pool made before is suspect too (a restart, a dropped
+            # network): each is replaced on its next checkout instead of failing a request.
+            engine.pool._invalidate(None, exc)  # type: ignore[arg-type]
         raise DBAPIError.instance(
             None,
             None,
@@ -216,9 +304,9 @@ def driver_connection(engine: Engine, *, autocommit: bool = False) -> Iterator[A
             connection_invalidated=gone,
             dialect=dialect,
         ) from exc
-    finally:
-        if pooled is not None:
-            pooled.close()
+
+
+_thread_connections_lock = threading.Lock()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -5,7 +5,7 @@ restart. Against a real gunicorn.
 PostgreSQL: the server reaches the database through a TCP proxy in this test, which is
 stopped (every connection cut, the port closed) and started again. Login (the ORM session),
 and the bearer check (GET /api/auth/me) and refresh-token rotation, which run hand-written
-SQL on the pooled DBAPI connection (`db.driver_connection`), all answer 503 and recover.
+SQL on their own DBAPI connections (`db.driver_connection`), all answer 503 and recover.
 SQLite has no connection to cut: the database is a file opened inside the worker, and an
 open file cannot be taken away from it. Its equivalent is the database's volume being absent
 (not mounted yet) and then appearing: every connection attempt fails until it does.

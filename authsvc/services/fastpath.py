@@ -214,7 +214,7 @@ class FastPath:
     def principal(self, session_id: uuid.UUID, user_id: uuid.UUID) -> UserInfo | None:
         """The user behind a live session, or None (one indexed lookup, in autocommit)."""
         params = {"session_id": self._uuid_in(session_id), "user_id": self._uuid_in(user_id)}
-        with driver_connection(self.engine, autocommit=True) as conn:
+        with driver_connection(self.engine) as conn:
             row = conn.execute(self._principal, params).fetchone()
         if row is None:
             return None
@@ -247,7 +247,7 @@ class FastPath:
         return self._rotate_sqlite(params)
 
     def _rotate_postgresql(self, params: dict[str, Any]) -> Rotated | None:
-        with driver_connection(self.engine, autocommit=True) as conn:
+        with driver_connection(self.engine) as conn:
             row = conn.execute(_ROTATE_POSTGRESQL, params).fetchone()
         if row is None:
             return None
@@ -283,7 +283,7 @@ class FastPath:
 
     def credentials(self, email: str) -> Credentials | None:
         """The account of a normalised email, or None (one indexed lookup, in autocommit)."""
-        with driver_connection(self.engine, autocommit=True) as conn:
+        with driver_connection(self.engine) as conn:
             row = conn.execute(self._credentials, {"email": email}).fetchone()
         if row is None:
             return None
@@ -324,7 +324,7 @@ class FastPath:
             "details": self._json_in(details),
         }
         if self.postgresql:
-            with driver_connection(self.engine, autocommit=True) as conn:
+            with driver_connection(self.engine) as conn:
                 conn.execute(_LOGIN_POSTGRESQL, params)
             return
         with self._sqlite_write() as conn:
@@ -334,7 +334,7 @@ class FastPath:
 
     @contextmanager
     def _sqlite_write(self) -> Iterator[Any]:
-        """A BEGIN IMMEDIATE transaction on a pooled connection, in the writer queue; what
+        """A BEGIN IMMEDIATE transaction on this thread's connection, in the writer queue; what
         the body leaves uncommitted (it raised, or had nothing to write) is rolled back."""
         if self._queue is not None:
             self._queue.acquire()
