@@ -223,11 +223,9 @@ class _ThreadConnections:
             return False
         if not self.postgresql:
             return True
-        try:
-            _drop_ended_connection(held.connection, None, None)
-        except DisconnectionError:
-            return False
-        return True
+        connection = held.connection
+        # As _drop_ended_connection, with the poll object made once per connection.
+        return not (connection.closed or connection.broken or held.poller.poll(0))
 
     def _discard(self) -> None:
         held = getattr(self._local, "held", None)
@@ -254,12 +252,16 @@ class _ThreadConnections:
 class _Held:
     """A thread's hot-path connection (see `_ThreadConnections`)."""
 
-    __slots__ = ("__weakref__", "connection", "opened", "pooled")
+    __slots__ = ("__weakref__", "connection", "opened", "poller", "pooled")
 
     def __init__(self, pooled: Any, connection: Any) -> None:
         self.pooled = pooled
         self.connection = connection
         self.opened = time.monotonic()
+        self.poller = None
+        if hasattr(connection, "fileno"):  # a client of a server (not SQLite's file)
+            self.poller = select.poll()  # readable while idle: the server ended it
+            self.poller.register(connection.fileno(), select.POLLIN)
 
 
 _thread_connections: weakref.WeakKeyDictionary[Engine, _ThreadConnections] = (
