@@ -169,17 +169,23 @@ def rotate(client: Any, token: str) -> tuple[str, float]:
 
 
 def spend_plan(engine: Engine) -> str:
-    """How PostgreSQL finds the token rotation spends (EXPLAIN only: nothing is changed)."""
+    """How PostgreSQL runs the rotation statement, spend, renew and insert (EXPLAIN only:
+    nothing is changed): the table accesses of its plan."""
+    from authsvc.services.fastpath import _ROTATE_POSTGRESQL
+
+    now = datetime.now(UTC)
+    params = {
+        "token_hash": "0" * 64,
+        "successor_hash": "1" * 64,
+        "sealed": b"",
+        "now": now,
+        "renewed": now,
+        "ip_address": None,
+        "user_agent": None,
+    }
     with engine.connect() as conn:
-        lines = conn.execute(
-            text(
-                "EXPLAIN UPDATE refresh_tokens SET last_used_at = :now "
-                "WHERE token_hash = :hash AND spent_at IS NULL AND NOT revoked "
-                "AND expires_at > :now"
-            ),
-            {"now": datetime.now(UTC), "hash": "0" * 64},
-        ).scalars()
-        return " / ".join(line.strip() for line in lines if "Scan" in line)
+        lines = conn.exec_driver_sql("EXPLAIN " + _ROTATE_POSTGRESQL, params).scalars()
+        return " / ".join(line.strip(" ->") for line in lines if "Scan using" in line)
 
 
 def table_rows(engine: Engine, table: str) -> int:
