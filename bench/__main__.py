@@ -3,12 +3,14 @@
 Starts authsvc under gunicorn (`gunicorn -c gunicorn.conf.py wsgi:app`, bench profile: 2
 gthread workers x 4 threads) on SQLite (WAL) and on PostgreSQL, plus a bare Flask "hello" app
 and a "verify one ES256 JWT" app under the same settings, and drives each with wrk (8
-keep-alive connections, 2 threads, a fixed time per scenario). Bare argon2id verification on
+keep-alive connections, 2 threads; the best of 3 runs of 8 s per scenario and ceiling, since
+other work on a shared machine only slows a run down). Bare argon2id verification on
 the same cores is the ceiling for login. Prints a table (also written to
 bench/results/latest.md) with each figure's ratio to its ceiling from the same run, and the
 RSS of every gunicorn worker after its run.
 
-Environment: BENCH_QUICK=1 (short run, under two minutes), BENCH_SECONDS (per scenario),
+Environment: BENCH_QUICK=1 (short run, under two minutes: one run of 4 s each), BENCH_SECONDS
+(per run), BENCH_REPEATS (runs per scenario and ceiling),
 BENCH_DATABASE_URL (PostgreSQL server for the scratch database; default TEST_DATABASE_URL,
 then postgresql+psycopg://postgres@127.0.0.1:5432/test), BENCH_BACKENDS (default
 "sqlite,postgresql").
@@ -16,6 +18,7 @@ then postgresql+psycopg://postgres@127.0.0.1:5432/test), BENCH_BACKENDS (default
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sqlite3
@@ -93,6 +96,7 @@ class Run:
     warmup: float
     wrk: str
     workdir: Path
+    repeats: int = 1  # measured runs per scenario and ceiling; the best is kept
     rows: list[Row] = field(default_factory=list)
     rss: list[tuple[str, list[float], list[float]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -107,15 +111,19 @@ class Run:
         backend: str = "—",
         ceiling: str | None = None,
     ) -> LoadResult:
-        """A warm-up run, then the measured one (recorded as a row of the table).
+        """A warm-up run, then `repeats` measured ones; the best is recorded as a row of the
+        table (see `best_of`).
 
         `prepare(key, phase)` gives each run its wrk script and environment.
         """
         if self.warmup:
             script, env = prepare(key, "warm")
             run_wrk(self.wrk, url, script, self.warmup, env, self.workdir)
-        script, env = prepare(key, "run")
-        result = run_wrk(self.wrk, url, script, self.seconds, env, self.workdir)
+        results = []
+        for _ in range(self.repeats):
+            script, env = prepare(key, "run")
+            results.append(run_wrk(self.wrk, url, script, self.seconds, env, self.workdir))
+        result = best_of(results)
         self.record(Row(key, label, backend, result, ceiling))
         return result
 
@@ -132,6 +140,23 @@ class Run:
                 f"{where}: {r.starved} requests found no live refresh token "
                 "(a chain broke on a non-2xx answer)"
             )
+
+
+def best_of(results: list[LoadResult]) -> LoadResult:
+    """The run with the most requests per second, carrying every run's failures.
+
+    Other work on a shared machine only ever slows a run down, so the fastest of a few short
+    runs is the steadiest figure; ceilings and scenarios are measured alike, and a failure in
+    any run still shows.
+    """
+    best = max(results, key=lambda r: r.rate)
+    return dataclasses.replace(
+        best,
+        non2xx=sum(r.non2xx for r in results),
+        errors=sum(r.errors for r in results),
+        starved=sum(r.starved for r in results),
+        first_failure=next((r.first_failure for r in results if r.first_failure), ""),
+    )
 
 
 def describe(result: LoadResult) -> str:
@@ -194,7 +219,9 @@ def bench_argon2(run: Run, when: str) -> None:
     m, t, p = argon2_parameters()
     if run.warmup:
         argon2_verify_throughput(m, t, p, min(run.warmup, 1.0), cores)
-    result = argon2_verify_throughput(m, t, p, run.seconds, cores)
+    result = best_of(
+        [argon2_verify_throughput(m, t, p, run.seconds, cores) for _ in range(run.repeats)]
+    )
     run.record(Row("argon2", f"argon2id verify x{cores} threads (ceiling, {when})", "—", result))
 
 
@@ -259,8 +286,9 @@ def report(run: Run, started: datetime, idle_before: float, elapsed: float) -> s
         f"{platform.system()} {platform.release()} ({platform.machine()}); "
         + ", ".join(f"{k} {v}" for k, v in run.versions.items()),
         f"- settings: gunicorn.conf.py bench profile ({workers_note()}); wrk "
-        f"{CONNECTIONS} keep-alive connections, {WRK_THREADS} threads, {run.seconds:g} s per "
-        f"scenario after a {run.warmup:g} s warm-up; authsvc AUTHSVC_ENV=production, "
+        f"{CONNECTIONS} keep-alive connections, {WRK_THREADS} threads; each scenario and "
+        f"ceiling: a {run.warmup:g} s warm-up, then the best of {run.repeats} runs of "
+        f"{run.seconds:g} s; authsvc AUTHSVC_ENV=production, "
         f"RATELIMIT_ENABLED=false, ES256; argon2id m={m} KiB, t={t}, p={p}",
         f"- machine idle before the run: {idle_before:.0%} of the CPU time; load average "
         f"(1 min) at the end: {os.getloadavg()[0]:.2f}",
@@ -308,7 +336,8 @@ def workers_note() -> str:
 
 def main() -> int:
     quick = os.environ.get("BENCH_QUICK", "").lower() in ("1", "true", "yes")
-    seconds = float(os.environ.get("BENCH_SECONDS") or (4 if quick else 20))
+    seconds = float(os.environ.get("BENCH_SECONDS") or (4 if quick else 8))
+    repeats = int(os.environ.get("BENCH_REPEATS") or (1 if quick else 3))
     warmup = 1.0 if quick else 3.0
     backends = [
         b.strip()
@@ -328,14 +357,15 @@ def main() -> int:
         return 2
     idle_before = cpu_idle_fraction(1.0)
     with tempfile.TemporaryDirectory(prefix="authsvc-bench-") as tmp:
-        run = Run(quick, seconds, warmup, wrk, Path(tmp))
+        run = Run(quick, seconds, warmup, wrk, Path(tmp), repeats=max(1, repeats))
         run.versions = {
             "Python": platform.python_version(),
             "SQLite": sqlite3.sqlite_version,
             "wrk": wrk_version(wrk),
         }
         print(
-            f"authsvc bench ({'quick' if quick else 'full'}): {seconds:g} s per scenario, "
+            f"authsvc bench ({'quick' if quick else 'full'}): "
+            f"best of {repeats} x {seconds:g} s per scenario, "
             f"backends {', '.join(backends)}; CPU {idle_before:.0%} idle before the start",
             flush=True,
         )
