@@ -9,8 +9,9 @@ default postgresql+psycopg://postgres@127.0.0.1:5432/test, dropped afterwards):
 2. after each size (and a VACUUM ANALYZE and CHECKPOINT, as autovacuum and the
    checkpointer would have run on a table that grew by itself), times a few hundred
    sequential rotations of one live session through the real app (Flask test client →
-   view → `rotate_refresh_token` → PostgreSQL) and prints p50/p99, then the plan by which
-   rotation finds the token it spends (EXPLAIN only);
+   view → `rotate_refresh_token` → PostgreSQL), in three batches, and prints p50/p99 of
+   the least disturbed batch (the lowest p50) and the slowest rotation of all, then the
+   plan of the rotation statement (EXPLAIN only);
 3. times the real purge code (`services.maintenance.purge`, default retention and batch
    size) deleting the million expired rows, while another thread keeps rotating that live
    session, and prints the rotations' latency during the purge.
@@ -50,6 +51,7 @@ DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TOKENS_PER_SESSION = 10
 FILLER_USERS = 1000
 WARMUP = 30
+BATCHES = 3  # per size; the batch with the lowest p50 is reported
 PASSWORD = "table growth benchmark password"
 
 
@@ -159,6 +161,16 @@ def settle(engine: Engine) -> None:
             print("(CHECKPOINT not allowed for this role; skipped)")
 
 
+def wal_position(engine: Engine) -> int:
+    """The server's WAL insert position, in bytes. After a checkpoint the first change to
+    each page logs the whole page, and an index on random keys (token_hash) spreads a big
+    table's inserts over many pages: the WAL per rotation shows it."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(text("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")).scalar_one()
+        )
+
+
 def rotate(client: Any, token: str) -> tuple[str, float]:
     began = time.perf_counter()
     response = client.post("/api/auth/refresh", json={"refresh_token": token})
@@ -235,8 +247,10 @@ def run(app: Any, engine: Engine, sizes: list[int], rotations: int) -> int:
     now = datetime.now(UTC)
     fill_users(engine, now)
 
-    print("| refresh_tokens rows | fill time | refresh p50 | refresh p99 | max |")
-    print("|---:|---:|---:|---:|---:|")
+    print(
+        "| refresh_tokens rows | fill time | refresh p50 | refresh p99 | max | WAL per rotation |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
     filled = 0
     for size in sizes:
         began = time.perf_counter()
@@ -246,14 +260,25 @@ def run(app: Any, engine: Engine, sizes: list[int], rotations: int) -> int:
         filled = size
         for _ in range(WARMUP):
             token, _ = rotate(client, token)
-        samples = []
-        for _ in range(rotations):
-            token, elapsed = rotate(client, token)
-            samples.append(elapsed)
+        # In BATCHES batches: other work on a shared machine only slows a batch down, so the
+        # least disturbed one (lowest p50) is the steadiest figure, as in `make bench`.
+        wal_before = wal_position(engine)
+        batches = []
+        for _ in range(BATCHES):
+            samples = []
+            for _ in range(max(1, rotations // BATCHES)):
+                token, elapsed = rotate(client, token)
+                samples.append(elapsed)
+            batches.append(samples)
+        samples = min(batches, key=lambda batch: percentile(batch, 50))
+        worst = max(max(batch) for batch in batches)
+        timed = sum(len(batch) for batch in batches)
+        wal_bytes = wal_position(engine) - wal_before
         rows = table_rows(engine, "refresh_tokens")
         print(
             f"| {rows:,} | {fill_seconds:.1f} s | {percentile(samples, 50):.2f} ms "
-            f"| {percentile(samples, 99):.2f} ms | {max(samples) * 1000:.2f} ms |",
+            f"| {percentile(samples, 99):.2f} ms | {worst * 1000:.2f} ms "
+            f"| {wal_bytes / timed / 1024:.1f} KiB |",
             flush=True,
         )
 
