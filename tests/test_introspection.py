@@ -83,6 +83,13 @@ def test_revoked_client_is_refused(app, client, user, service_client):
     assert "revoked" in listed.output
 
 
+def test_revoke_takes_a_client_id_that_starts_with_a_dash(app):
+    # Generated ids are base64url: a leading "-" is the id, not an unknown option.
+    result = app.test_cli_runner().invoke(args=["clients", "revoke", "-xNoSuchClient"])
+    assert result.exit_code == 1, result.output
+    assert result.output == "Error: no active client -xNoSuchClient\n"
+
+
 def test_client_secret_is_stored_hashed(engine, service_client):
     from sqlalchemy import select
 

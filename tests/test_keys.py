@@ -340,3 +340,11 @@ def test_rotation_reaches_every_instance_and_the_example_service(live_server, ke
         response = resource.get("/hello", headers=bearer(pair["access_token"]))
         assert response.status_code == 200, response.get_json()
     assert resource.get("/hello", headers=bearer("not-a-token")).status_code == 401
+
+
+def test_revoke_takes_a_kid_that_starts_with_a_dash(keyed_app):
+    # Thumbprints are base64url: "-" is a possible first character, and must not be
+    # mistaken for an option (an unknown kid is refused as such, not as a usage error).
+    result = keyed_app.test_cli_runner().invoke(args=["keys", "revoke", "--yes", "-dNoSuchKid"])
+    assert result.exit_code == 1, result.output
+    assert result.output == "Error: no unrevoked key -dNoSuchKid\n"

@@ -40,7 +40,9 @@ def list_command() -> None:
         click.echo(f"{client.id}  {state:7}  {client.created_at.isoformat()}  {client.name}")
 
 
-@clients_group.command("revoke")
+# RFC 7638 thumbprints and generated ids are base64url, so one may start with "-": taken
+# as the argument, not refused as an unknown option.
+@clients_group.command("revoke", context_settings={"ignore_unknown_options": True})
 @click.argument("client_id")
 def revoke_command(client_id: str) -> None:
     """Withdraw a client's access at once."""

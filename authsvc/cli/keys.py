@@ -72,7 +72,9 @@ def list_command() -> None:
         )
 
 
-@keys_group.command("revoke")
+# RFC 7638 thumbprints and generated ids are base64url, so one may start with "-": taken
+# as the argument, not refused as an unknown option.
+@keys_group.command("revoke", context_settings={"ignore_unknown_options": True})
 @click.argument("kid")
 @click.confirmation_option(prompt="Tokens signed with this key will be refused at once. Revoke it?")
 def revoke_command(kid: str) -> None:
