@@ -3,6 +3,7 @@ the ORM path writes, in one statement on PostgreSQL, all or nothing, and its pai
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -14,11 +15,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from authsvc.db import make_session_factory
+from authsvc.db import begin_write, make_session_factory
+from authsvc.errors import InvalidCredentials
 from authsvc.logs import JsonFormatter
 from authsvc.models import AuthSession, RefreshToken, SecurityEvent, User
 from authsvc.security.tokens import hash_token
@@ -75,7 +77,8 @@ def test_fast_path_writes_the_rows_the_orm_writes(app, engine, user):
     info, _ = _user_info(engine)
     now = datetime.now(UTC).replace(microsecond=123456)
 
-    fast = start_login_session(fast_path(engine), rt, info, CLIENT, now)
+    info, password_hash = _user_info(engine)
+    fast = start_login_session(fast_path(engine), rt, info, password_hash, CLIENT, now)
     with make_session_factory(engine)() as db:  # as the app's: expire_on_commit=False
         orm_user = db.get_one(User, info.id)
         orm = start_session(db, rt, orm_user, CLIENT, now)
@@ -305,27 +308,36 @@ def test_the_fast_write_is_all_or_nothing(app, engine, user):
     """A failing INSERT (the token's unique hash, a missing user) leaves none of the three
     rows: one statement on PostgreSQL, one transaction on SQLite."""
     fast = fast_path(engine)
-    info, _ = _user_info(engine)
+    info, password_hash = _user_info(engine)
     with engine.connect() as conn:
         taken = conn.execute(select(RefreshToken.token_hash)).scalar_one()
     now = datetime.now(UTC)
     attempts = [
-        {"user_id": info.id, "token_hash": taken},  # the session row alone would insert
-        {"user_id": uuid.uuid4(), "token_hash": hash_token("x")},  # foreign keys hold
+        # the session row alone would insert; the token's unique hash refuses the rest
+        ({"user_id": info.id, "token_hash": taken, "verified_hash": password_hash}, True),
+        # no such account: nothing is written (nor could be: foreign keys hold)
+        ({"user_id": uuid.uuid4(), "token_hash": hash_token("x"), "verified_hash": "x"}, False),
+        # the password changed since it was checked: nothing is written
+        ({"user_id": info.id, "token_hash": hash_token("y"), "verified_hash": "stale"}, False),
     ]
-    for attempt in attempts:
+    for attempt, raises in attempts:
         session_id = uuid.uuid4()
-        with pytest.raises(IntegrityError):
-            fast.start_session(
-                session_id=session_id,
-                now=now,
-                expires_at=now + timedelta(days=7),
-                absolute_expires_at=now + timedelta(days=30),
-                ip_address=None,
-                user_agent=None,
-                event_type="login_succeeded",
-                **attempt,
-            )
+        write = functools.partial(
+            fast.start_session,
+            session_id=session_id,
+            now=now,
+            expires_at=now + timedelta(days=7),
+            absolute_expires_at=now + timedelta(days=30),
+            ip_address=None,
+            user_agent=None,
+            event_type="login_succeeded",
+            **attempt,
+        )
+        if raises:
+            with pytest.raises(IntegrityError):
+                write()
+        else:
+            assert write() is False
         assert _written_by_login(engine, session_id) == {
             "sessions": [],
             "refresh_tokens": [],
@@ -383,12 +395,14 @@ def test_a_login_is_two_statements_on_postgresql(client, engine, backend, user, 
     assert through_sqlalchemy == []
     verbs = [statement.split(None, 2)[:2] for statement in through_driver]
     if backend == "postgresql":
-        assert verbs == [["SELECT", "id,"], ["WITH", "new_session"]], through_driver
+        assert verbs == [["SELECT", "id,"], ["WITH", "verified"]], through_driver
         assert through_driver[1].count("INSERT INTO") == 3
+        assert "FOR SHARE" in through_driver[1]  # the hash checked holds until the commit
     else:
         assert verbs == [
             ["SELECT", "id,"],
             ["BEGIN", "IMMEDIATE"],
+            ["SELECT", "id"],  # the hash checked is still the account's
             ["INSERT", "INTO"],
             ["INSERT", "INTO"],
             ["INSERT", "INTO"],
@@ -420,3 +434,39 @@ def test_the_email_lookup_uses_the_unique_index(engine, backend, user):
     assert fast.credentials("nobody@example.com") is None
     # Users are found by the stored, normalised form only (login normalises first).
     assert fast.credentials("ALICE@example.com") is None
+
+
+def test_a_login_racing_a_password_change_writes_nothing(app, engine, user):
+    """The password was checked, then a reset or change starts writing the new hash before
+    the login writes its session: the login waits for it (PostgreSQL: FOR SHARE on the
+    account row; SQLite: the writer queue), sees the new hash and writes nothing, so the
+    reset's "end every session" cannot have missed it."""
+    rt = app.extensions["authsvc"]
+    info, verified = _user_info(engine)
+    with make_session_factory(engine)() as reset:
+        begin_write(reset)  # as a reset does: on SQLite this holds the writer queue
+        reset.execute(
+            update(User).where(User.id == info.id).values(password_hash="changed meanwhile")
+        )
+        outcome: list[Any] = []
+
+        def log_in() -> None:
+            try:
+                outcome.append(
+                    start_login_session(
+                        fast_path(engine), rt, info, verified, CLIENT, datetime.now(UTC)
+                    )
+                )
+            except Exception as exc:
+                outcome.append(exc)
+
+        login = threading.Thread(target=log_in)
+        login.start()
+        login.join(timeout=0.5)
+        assert login.is_alive(), outcome  # it waits for the uncommitted change
+        reset.commit()
+    login.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], InvalidCredentials), outcome
+    with engine.connect() as conn:
+        sessions = conn.execute(select(AuthSession.id).where(AuthSession.user_id == info.id)).all()
+    assert len(sessions) == 1  # only the one `register` made

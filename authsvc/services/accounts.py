@@ -126,7 +126,7 @@ def login(db: Session, rt: Runtime, email: str, password: str, client: ClientInf
     if rt.passwords.needs_rehash(found.password_hash):
         return _login_upgrading_hash(db, rt, found, password, client, now)
     # The common case, off the ORM session: one statement on PostgreSQL.
-    return start_login_session(fast, rt, found.user, client, now)
+    return start_login_session(fast, rt, found.user, found.password_hash, client, now)
 
 
 def _login_upgrading_hash(

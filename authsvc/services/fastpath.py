@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy import JSON, Engine, LargeBinary, Uuid
 
 from ..db import UTCDateTime, driver_connection, writer_queue
+from ..errors import InvalidCredentials
 from ..models import User
 from ..runtime import Runtime
 from ..security.tokens import hash_token, new_token
@@ -146,11 +147,30 @@ def _pyformat(statement: str) -> str:
     return re.sub(r":(\w+)", r"%(\1)s", statement)
 
 
-# PostgreSQL: the three INSERTs as one statement. The session id is made in Python, so no
-# INSERT needs another's result; the token's foreign key to the new session is checked at
-# the end of the statement (non-deferred constraints' triggers fire then), when it exists.
-_LOGIN_POSTGRESQL = "WITH new_session AS ({}), first_token AS ({}){}".format(
-    *map(_pyformat, _LOGIN_INSERTS)
+# Written only while the account's hash is still the one the password was checked against:
+# a password reset or change that commits meanwhile ends every session, and must not miss
+# one that a login with the old password was about to add.
+_STILL_VERIFIED = "SELECT id FROM users WHERE id = :user_id AND password_hash = :verified_hash"
+
+
+def _from_verified(statement: str) -> str:
+    """INSERT … VALUES (…) as INSERT … SELECT … FROM verified (PostgreSQL)."""
+    head, values = statement.split("VALUES (")
+    values = values.strip().removesuffix(")").replace(":details", "CAST(:details AS json)")
+    return f"{head}SELECT {values} FROM verified"  # noqa: S608 (constant SQL text, no input)
+
+
+# PostgreSQL: the check and the three INSERTs as one statement. FOR SHARE holds the account
+# row until the statement commits: a reset's UPDATE of the hash waits for it (and then ends
+# this session too), or has committed first (and then nothing is written). The session id is
+# made in Python, so no INSERT needs another's result; the token's foreign key to the new
+# session is checked at the end of the statement (non-deferred constraints' triggers fire
+# then), when it exists. The row count says whether the login was written.
+_LOGIN_POSTGRESQL = _pyformat(
+    "WITH verified AS ({} FOR SHARE), new_session AS ({}), first_token AS ({}), "  # noqa: S608
+    "event AS ({}) SELECT count(*) FROM verified".format(
+        _STILL_VERIFIED, *map(_from_verified, _LOGIN_INSERTS)
+    )
 )
 
 
@@ -305,11 +325,14 @@ class FastPath:
         ip_address: str | None,
         user_agent: str | None,
         event_type: str,
+        verified_hash: str,
         details: dict[str, Any] | None = None,
-    ) -> None:
-        """Write a new session, its first refresh token and its security event, all or none."""
+    ) -> bool:
+        """Write a new session, its first refresh token and its security event, all or none;
+        none (False) if the account's password hash is no longer `verified_hash`."""
         check_event_type(event_type)
         params = {
+            "verified_hash": verified_hash,
             "session_id": self._uuid_in(session_id),
             "user_id": self._uuid_in(user_id),
             "token_hash": token_hash,
@@ -325,12 +348,15 @@ class FastPath:
         }
         if self.postgresql:
             with driver_connection(self.engine) as conn:
-                conn.execute(_LOGIN_POSTGRESQL, params)
-            return
-        with self._sqlite_write() as conn:
+                (written,) = conn.execute(_LOGIN_POSTGRESQL, params).fetchone()
+            return bool(written)
+        with self._sqlite_write() as conn:  # writers take turns: no reset runs meanwhile
+            if conn.execute(_STILL_VERIFIED, params).fetchone() is None:
+                return False
             for statement in _LOGIN_INSERTS:
                 conn.execute(statement, params)
             conn.execute("COMMIT")
+        return True
 
     @contextmanager
     def _sqlite_write(self) -> Iterator[Any]:
@@ -387,7 +413,12 @@ def token_pair(
 
 
 def start_login_session(
-    fast: FastPath, rt: Runtime, user: UserInfo, client: ClientInfo, now: datetime
+    fast: FastPath,
+    rt: Runtime,
+    user: UserInfo,
+    verified_hash: str,
+    client: ClientInfo,
+    now: datetime,
 ) -> TokenPair:
     """After a successful password check: what `tokens.start_session` and
     `record_event("login_succeeded")` do through the ORM, in one write (one statement on
@@ -398,7 +429,7 @@ def start_login_session(
     session_id = uuid.uuid4()
     raw = new_token()
     event_type = "login_succeeded"
-    fast.start_session(
+    written = fast.start_session(
         session_id=session_id,
         user_id=user.id,
         token_hash=hash_token(raw),
@@ -408,7 +439,10 @@ def start_login_session(
         ip_address=client.ip_address,
         user_agent=client.user_agent,
         event_type=event_type,
+        verified_hash=verified_hash,
     )
+    if not written:  # the password was reset or changed since it was checked
+        raise InvalidCredentials("invalid email or password")
     log_event(
         event_type, now=now, client=client, user_id=user.id, session_id=session_id, details=None
     )
