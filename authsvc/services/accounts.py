@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -100,18 +101,27 @@ def register(
     return pair
 
 
-def login(db: Session, rt: Runtime, email: str, password: str, client: ClientInfo) -> TokenPair:
-    """Check the password (same cost for unknown emails) and start a session."""
+def login(
+    engine: Engine,
+    open_session: Callable[[], Session],
+    rt: Runtime,
+    email: str,
+    password: str,
+    client: ClientInfo,
+) -> TokenPair:
+    """Check the password (same cost for unknown emails) and start a session. A successful
+    login needs no ORM session; `open_session` gives one to a failure or a hash upgrade."""
     try:
         email = normalise_email(email)
     except ValidationFailed:
         email = None  # cannot exist; still pay for one argon2 verification below
-    fast = fast_path(db.get_bind())
+    fast = fast_path(engine)
     found = fast.credentials(email) if email else None
     # The slow hash runs outside any transaction; the writes below take the lock only after.
     ok = rt.passwords.verify(found.password_hash if found else None, password)
     now = rt.clock()
     if found is None or not ok:
+        db = open_session()
         begin_write(db)
         record_event(
             db,
@@ -124,7 +134,7 @@ def login(db: Session, rt: Runtime, email: str, password: str, client: ClientInf
         db.commit()
         raise InvalidCredentials("invalid email or password")
     if rt.passwords.needs_rehash(found.password_hash):
-        return _login_upgrading_hash(db, rt, found, password, client, now)
+        return _login_upgrading_hash(open_session(), rt, found, password, client, now)
     # The common case, off the ORM session: one statement on PostgreSQL.
     return start_login_session(fast, rt, found.user, found.password_hash, client, now)
 

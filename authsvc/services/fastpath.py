@@ -190,7 +190,6 @@ class Rotated:
     ended (revoked, or past its absolute lifetime) and nothing was written."""
 
     session_id: uuid.UUID
-    user_id: uuid.UUID
     expires_at: datetime | None
     user: UserInfo | None
 
@@ -273,10 +272,10 @@ class FastPath:
             return None
         session_id, user_id, expires_at, email, name, created_at = row
         if expires_at is None:
-            return Rotated(session_id, user_id, None, None)
+            return Rotated(session_id, None, None)
         expires_at = self._time_out(expires_at)
         user = UserInfo(user_id, email, name, self._time_out(created_at))
-        return Rotated(session_id, user_id, expires_at, user)
+        return Rotated(session_id, expires_at, user)
 
     def _rotate_sqlite(self, params: dict[str, Any]) -> Rotated | None:
         with self._sqlite_write() as conn:
@@ -294,12 +293,12 @@ class FastPath:
         renewed = conn.execute(_RENEW_SQLITE, params).fetchone()
         session_uuid, user_uuid = self._uuid_out(session_id), self._uuid_out(user_id)
         if renewed is None:
-            return Rotated(session_uuid, user_uuid, None, None)
+            return Rotated(session_uuid, None, None)
         expires_at, email, name, created_at = renewed
         params["expires_at"] = expires_at  # as stored: the same text goes into the new row
         conn.execute(_INSERT_SQLITE, params)
         user = UserInfo(user_uuid, email, name, self._time_out(created_at))
-        return Rotated(session_uuid, user_uuid, self._time_out(expires_at), user)
+        return Rotated(session_uuid, self._time_out(expires_at), user)
 
     def credentials(self, email: str) -> Credentials | None:
         """The account of a normalised email, or None (one indexed lookup, in autocommit)."""

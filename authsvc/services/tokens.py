@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Engine, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
@@ -27,17 +26,9 @@ from .common import ClientInfo, TokenPair, parse_uuid
 from .events import record_event
 from .fastpath import UserInfo, fast_path, token_pair
 
-_token_pair = token_pair  # the shape of every pair this module hands out
-
-
 # Statements of the rarer write paths (a new chain for change-password and reset), built
 # once; the hot paths (bearer lookup, rotation) are hand-written SQL in `fastpath`.
 _INSERT_TOKEN = insert(RefreshToken)
-
-
-def _user_column(column: Any, name: str) -> Any:
-    # A subquery rather than UPDATE … FROM users: SQLite's RETURNING cannot name a FROM table.
-    return select(column).where(User.id == AuthSession.user_id).scalar_subquery().label(name)
 
 
 _RENEWED = bindparam("renewed", type_=UTCDateTime())
@@ -57,13 +48,7 @@ _RENEW_SESSION = (
         ip_address=bindparam("b_ip_address"),
         user_agent=bindparam("b_user_agent"),
     )
-    .returning(
-        AuthSession.expires_at,
-        AuthSession.user_id.label("id"),
-        _user_column(User.email, "email"),
-        _user_column(User.name, "name"),
-        _user_column(User.created_at, "created_at"),
-    )
+    .returning(AuthSession.expires_at)
 )
 
 
@@ -94,10 +79,10 @@ def _insert_refresh_token(
 
 def _renew_session(
     db: Session, rt: Runtime, session_id: uuid.UUID, client: ClientInfo, now: datetime
-) -> tuple[datetime, UserInfo] | None:
+) -> datetime | None:
     """Mark the session used and push its expiry out by REFRESH_TOKEN_TTL, never past its
-    absolute lifetime; the new expiry and the user, or None if the session has ended."""
-    row = (
+    absolute lifetime; the new expiry, or None if the session has ended."""
+    return (
         db.connection()
         .execute(
             _RENEW_SESSION,
@@ -109,11 +94,8 @@ def _renew_session(
                 "b_user_agent": client.user_agent,
             },
         )
-        .first()
+        .scalar()
     )
-    if row is None:
-        return None
-    return row.expires_at, UserInfo(row.id, row.email, row.name, row.created_at)
 
 
 def start_session(
@@ -137,7 +119,7 @@ def start_session(
     db.add(session)
     db.flush()  # the token row below references it
     _insert_refresh_token(db, user.id, session.id, raw, expires, client, now)
-    return _token_pair(rt, user, session.id, raw, expires, now)
+    return token_pair(rt, user, session.id, raw, expires, now)
 
 
 def rotate_refresh_token(
@@ -171,7 +153,7 @@ def rotate_refresh_token(
     if rotated.user is None or rotated.expires_at is None:
         # The session was revoked or reached its absolute lifetime; nothing was written.
         raise InvalidToken("refresh token revoked")
-    return _token_pair(rt, rotated.user, rotated.session_id, successor, rotated.expires_at, now)
+    return token_pair(rt, rotated.user, rotated.session_id, successor, rotated.expires_at, now)
 
 
 def _replay_or_reject(
@@ -218,7 +200,7 @@ def _replay_or_reject(
         if live:
             user = db.get_one(User, row.user_id)
             db.commit()  # nothing written; ends the write transaction, keeps `user` loaded
-            return _token_pair(rt, user, row.session_id, successor, live.expires_at, now)
+            return token_pair(rt, user, row.session_id, successor, live.expires_at, now)
 
     # A spent token outside the grace window (or whose successor moved on): someone holds
     # a copy they should not. End the session before answering, so the error cannot undo it.
@@ -381,10 +363,9 @@ def reissue_session_ending_others(
     # waited for its row added a successor that statement cannot see; a new statement does.
     db.execute(revoke.where(RefreshToken.session_id == session_id))
     ended = _revoke_sessions(db, now, reason, user_id=user.id, keep_session_id=session_id)
-    renewed = _renew_session(db, rt, session_id, client, now)
-    if renewed is None:
+    expires_at = _renew_session(db, rt, session_id, client, now)
+    if expires_at is None:
         raise InvalidToken("session has been revoked")
-    expires_at = renewed[0]
     raw = new_token()
     _insert_refresh_token(db, user.id, session_id, raw, expires_at, client, now)
-    return _token_pair(rt, user, session_id, raw, expires_at, now), ended
+    return token_pair(rt, user, session_id, raw, expires_at, now), ended
