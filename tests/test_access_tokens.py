@@ -19,6 +19,7 @@ def segments(token):
 
 def test_access_token_claims_and_header(client, user):
     header, claims = segments(user["access_token"])
+    assert set(header) == {"alg", "typ", "kid"}
     assert header["alg"] == "ES256"
     assert header["typ"] == "at+jwt"
     assert header["kid"]

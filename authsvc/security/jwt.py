@@ -186,6 +186,21 @@ class KeySet:
         self._verified = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(
             self._verify_signature_and_claims
         )
+        # What every token this set signs shares, worked out once: the encoded JOSE header
+        # and the signer's algorithm with its prepared key (PyJWT's jwt.encode redoes both,
+        # and its checks of the claims, on each call).
+        self._signing_header = _b64url(
+            json.dumps(
+                {"alg": self.signer.alg, "kid": self.signer.kid, "typ": ACCESS_TOKEN_TYP},
+                separators=(",", ":"),
+            ).encode()
+        )
+        self._algorithm = jwt.get_algorithm_by_name(self.signer.alg)
+        self._prepared_key = (
+            None
+            if self.signer.signing_key is None
+            else self._algorithm.prepare_key(self.signer.signing_key)
+        )
 
     @property
     def current(self) -> SigningKey:
@@ -197,7 +212,7 @@ class KeySet:
     def issue_access_token(self, sub: str, sid: str, now: datetime) -> tuple[str, int]:
         """A signed access token for user `sub` in session `sid`, and its lifetime in seconds."""
         iat = int(now.timestamp())
-        key = self.current
+        key = self.signer
         payload = {
             "iss": self.issuer,
             "aud": self.audience,
@@ -207,13 +222,13 @@ class KeySet:
             "exp": iat + self.access_ttl,
             "jti": uuid.uuid4().hex,
         }
-        token = jwt.encode(
-            payload,
-            key.signing_key,
-            algorithm=key.alg,
-            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP},
-        )
-        return token, self.access_ttl
+        if self._prepared_key is None:
+            raise KeyError_(f"signing key {key.kid} has no private part")
+        # JWS compact serialisation (RFC 7515 §7.1), signed by PyJWT's algorithm.
+        claims = _b64url(json.dumps(payload, separators=(",", ":")).encode())
+        signing_input = f"{self._signing_header}.{claims}"
+        signature = self._algorithm.sign(signing_input.encode(), self._prepared_key)
+        return f"{signing_input}.{_b64url(signature)}", self.access_ttl
 
     def verify_access_token(self, token: str, now: datetime) -> AccessClaims:
         """Verify signature, typ, iss, aud and exp (with leeway); raise InvalidToken otherwise."""
