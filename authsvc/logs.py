@@ -6,6 +6,7 @@ access line per request as JSON, in the same shape.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -59,15 +60,36 @@ def configure_logging(level: str) -> None:
         logger.propagate = False
 
 
+class _RequestIds:
+    """Ids for requests that bring none: 64 random bits per process, then a counter (32 hex
+    digits). Unique without a system call per request; a request id is a label, not a
+    secret. A forked child starts over with a prefix of its own."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)  # next() is atomic under the GIL
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_request_ids = _RequestIds()
+
+
 def _assign_request_id() -> None:
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
+    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
+    g.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else _request_ids.new()
 
 
 def _echo_request_id(response: Response) -> Response:
     request_id = g.get("request_id")
     if request_id:
-        response.headers[REQUEST_ID_HEADER] = request_id
+        # No view sets this header: append it rather than search the headers for it.
+        response.headers.add(REQUEST_ID_HEADER, request_id)
     return response
 
 

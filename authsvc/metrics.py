@@ -26,6 +26,8 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A client may send any method name; each distinct label value is a series kept for good.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LOGIN_ENDPOINT = "account.login"
 REFRESH_ENDPOINT = "tokens.refresh"
 
@@ -72,19 +74,40 @@ class Metrics:
             registry=registry,
         )
 
+        # The children of the per-request series, by label values. prometheus-client's own
+        # labels() validates, converts and takes a lock on every call; this is a dict lookup
+        # (a race only asks labels() twice for the same child).
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def _series(self, rule: str, method: str, status: int) -> tuple[Counter, Histogram]:
+        key = (rule, method, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = (
+                self.requests.labels(rule, method, str(status)),
+                self.latency.labels(rule, method),
+            )
+            self._request_series[key] = series
+        return series
+
     def observe(self, response: Response, seconds: float | None) -> None:
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        url_rule = req.url_rule
+        rule = url_rule.rule if url_rule is not None else "unmatched"
+        method = req.method if req.method in METHODS else "OTHER"
         status = response.status_code
-        self.requests.labels(rule, request.method, str(status)).inc()
+        requests, latency = self._series(rule, method, status)
+        requests.inc()
         if seconds is not None:
-            self.latency.labels(rule, request.method).observe(seconds)
+            latency.observe(seconds)
         if status == 429:
             self.rate_limited.labels(rule).inc()
-        if request.method != "POST":
+        if method != "POST":
             return
-        if request.endpoint == LOGIN_ENDPOINT:
+        endpoint = req.endpoint
+        if endpoint == LOGIN_ENDPOINT:
             self.logins.labels(_outcome(status, {200: "ok", 401: "failed"})).inc()
-        elif request.endpoint == REFRESH_ENDPOINT:
+        elif endpoint == REFRESH_ENDPOINT:
             outcome = _outcome(status, {200: "ok", 401: "invalid"})
             if outcome == "invalid" and _problem_code(response) == "refresh_token_reused":
                 outcome = "reused"

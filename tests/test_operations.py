@@ -72,6 +72,24 @@ def test_metrics_count_requests_logins_refreshes_reuse_and_429s(make_app, clock)
     assert _value(samples, "authsvc_http_request_duration_seconds_count", **login) == 4
 
 
+def test_made_up_methods_share_one_series(client):
+    # Each label value is a series kept for good: a client must not be able to add them.
+    for method in ("FOO", "BAR", "X" * 40):
+        assert client.open("/healthz", method=method).status_code == 405
+    samples = _samples(client.get("/metrics").get_data(as_text=True))
+    assert (
+        _value(
+            samples,
+            "authsvc_http_requests_total",
+            endpoint="unmatched",
+            method="OTHER",
+            status="405",
+        )
+        == 3
+    )
+    assert not any({"FOO", "BAR"} & {v for _, v in labels} for _, labels in samples)
+
+
 def test_request_id_is_echoed_when_sane_and_made_up_otherwise(client):
     given = client.get("/healthz", headers={"X-Request-ID": "edge-7f3a.42:1"})
     assert given.headers["X-Request-ID"] == "edge-7f3a.42:1"
@@ -81,6 +99,7 @@ def test_request_id_is_echoed_when_sane_and_made_up_otherwise(client):
         assert len(made.headers["X-Request-ID"]) == 32
     fresh = {client.get("/healthz").headers["X-Request-ID"] for _ in range(3)}
     assert len(fresh) == 3
+    assert all(len(made) == 32 and int(made, 16) >= 0 for made in fresh)
     problem = client.post("/api/auth/login", data=b"x", content_type="text/plain")
     assert problem.status_code == 415
     assert problem.headers["X-Request-ID"]
