@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import marshmallow as ma
 from marshmallow import validate
 
@@ -42,20 +45,58 @@ class RefreshTokenArgsSchema(StrictSchema):
     refresh_token = Text(required=True, load_only=True, validate=validate.Length(min=1, max=512))
 
 
-class UserSchema(ma.Schema):
+def user_body(user: Any) -> dict[str, Any]:
+    """What UserSchema dumps of a User or UserInfo, without marshmallow's per-field work
+    (/me, and every token pair). tests/test_schemas.py holds the two equal."""
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "name": user.name,
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+class _DirectDump(ma.Schema):
+    """A response schema whose single objects are dumped by `body` (the documented fields,
+    built directly); lists and mappings go through marshmallow."""
+
+    @staticmethod
+    def body(obj: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def dump(self, obj: Any, *, many: bool | None = None) -> Any:
+        if many or (many is None and self.many) or isinstance(obj, Mapping) or self.only:
+            return super().dump(obj, many=many)
+        return self.body(obj)
+
+
+class UserSchema(_DirectDump):
     id = ma.fields.UUID(required=True)
     email = ma.fields.String(required=True)
     name = ma.fields.String(allow_none=True, required=True)
     created_at = ma.fields.AwareDateTime(required=True)
 
+    body = staticmethod(user_body)
 
-class TokenPairSchema(ma.Schema):
+
+class TokenPairSchema(_DirectDump):
     access_token = ma.fields.String(required=True)
     refresh_token = ma.fields.String(required=True)
     token_type = ma.fields.String(required=True, metadata={"enum": ["bearer"]})
     expires_in = ma.fields.Integer(required=True, metadata={"description": "seconds left"})
     refresh_expires_in = ma.fields.Integer(required=True, metadata={"description": "seconds left"})
     user = ma.fields.Nested(UserSchema, required=True)
+
+    @staticmethod
+    def body(pair: Any) -> dict[str, Any]:
+        return {
+            "access_token": pair.access_token,
+            "refresh_token": pair.refresh_token,
+            "token_type": pair.token_type,
+            "expires_in": pair.expires_in,
+            "refresh_expires_in": pair.refresh_expires_in,
+            "user": user_body(pair.user),
+        }
 
 
 class LogoutAllSchema(ma.Schema):
