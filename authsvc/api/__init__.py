@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
+from typing import Any
 
 from flask import Flask, Response, current_app, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from . import account, cors, introspection, limits, passwords, sessions, tokens, wellknown
@@ -22,6 +25,25 @@ SECURITY_HEADERS = {
 NO_STORE_HEADERS = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 CSP_HEADER = ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 JSON_MIMETYPES = ("application/json", "application/problem+json")
+
+
+class CompactJSON(DefaultJSONProvider):
+    """Flask's JSON responses, with keys in the order the view put them and one encoder made
+    up front: json.dumps builds a new encoder on every call that passes it options."""
+
+    sort_keys = False
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app)
+        self._encoder = json.JSONEncoder(
+            default=self.default, ensure_ascii=self.ensure_ascii, separators=(",", ":")
+        )
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        if self._app.debug or self.compact is False:
+            return super().response(*args, **kwargs)  # indented, for people reading it
+        body = self._encoder.encode(self._prepare_response_obj(args, kwargs))
+        return self._app.response_class(f"{body}\n", mimetype=self.mimetype)
 
 
 def _is_json(mimetype: str) -> bool:
@@ -51,21 +73,25 @@ def _buffer_unsized_body(limit: int) -> None:
 
 def _check_request_body() -> None:
     """Refuse oversized and non-JSON bodies before anything reads them."""
-    if request.method not in BODY_METHODS:
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    if req.method not in BODY_METHODS:
         return
-    length = request.content_length
-    limit = request.max_content_length
+    length = req.content_length
+    limit = req.max_content_length
     if length is not None and limit is not None and length > limit:
         raise RequestEntityTooLarge(f"the request body must be at most {limit} bytes")
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    chunked = "chunked" in req.environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if chunked and length is None and limit is not None:
         _buffer_unsized_body(limit)
-    if not ((length or 0) > 0 or chunked) or _is_json(request.mimetype):
+    if not ((length or 0) > 0 or chunked) or _is_json(req.mimetype):
         return
-    view = current_app.view_functions.get(request.endpoint or "")
+    view = current_app.view_functions.get(req.endpoint or "")
     form_ok = getattr(view, "accepts_form_body", False)
-    if not (form_ok and request.mimetype == "application/x-www-form-urlencoded"):
+    if not (form_ok and req.mimetype == "application/x-www-form-urlencoded"):
         raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
+
+
+_SECURITY_HEADERS = [(name.lower(), (name, value)) for name, value in SECURITY_HEADERS.items()]
 
 
 def _response_headers(response: Response) -> Response:
@@ -73,13 +99,13 @@ def _response_headers(response: Response) -> Response:
     # One pass over the headers a view set; then appends. (`name in headers` scans and
     # lower-cases every header per lookup, on every response.)
     present = {name.lower() for name, _ in headers}
-    missing = [
-        (name, value) for name, value in SECURITY_HEADERS.items() if name.lower() not in present
-    ]
+    missing = [header for name, header in _SECURITY_HEADERS if name not in present]
     if request.path.startswith("/api/auth/"):
         # Token pairs and personal data: never stored by a browser or a shared cache.
-        headers.remove("Cache-Control")
-        headers.remove("Pragma")
+        if "cache-control" in present:
+            headers.remove("Cache-Control")
+        if "pragma" in present:
+            headers.remove("Pragma")
         missing += NO_STORE_HEADERS
     if "content-security-policy" not in present and response.mimetype in JSON_MIMETYPES:
         missing.append(CSP_HEADER)
@@ -97,6 +123,7 @@ def init_api(app: Flask) -> ProblemApi:
         OPENAPI_SWAGGER_UI_PATH="docs",
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
     )
+    app.json = CompactJSON(app)
     api = ProblemApi(app)
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}

@@ -28,11 +28,13 @@ from .schemas import StrictSchema, Text
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise json.JSONDecodeError(f"duplicate key {key[:50]!r}", "", 0)
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):  # a key came twice: name it
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise json.JSONDecodeError(f"duplicate key {key[:50]!r}", "", 0)
+            seen.add(key)
     return result
 
 
