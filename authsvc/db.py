@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
 import threading
 import time
+import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
@@ -211,6 +213,8 @@ class _ThreadConnections:
             pooled.detach()  # ours until closed; the pool no longer counts it
             if self.postgresql:
                 connection.autocommit = True
+                if connection.info.encoding != "utf-8":  # what execute_prepared speaks
+                    connection.execute("SET client_encoding TO 'UTF8'")
             with self._lock:
                 self._open.add(pooled)
             held = self._local.held = _Held(pooled, connection)
@@ -249,18 +253,70 @@ class _ThreadConnections:
                 pooled.close()
 
 
+class Statement:
+    """A PostgreSQL statement for `_Held.execute_prepared`: its text with `%(name)s`
+    placeholders made $1, $2 … (the order `dump` takes values in), and each parameter's
+    type, which says how its value is sent: `bytea` raw, anything else as text (a datetime in
+    ISO 8601, which PostgreSQL reads whatever its DateStyle), NULL for None."""
+
+    TYPES = {"text": 0, "bytea": 17, "uuid": 2950, "timestamptz": 1184}
+
+    def __init__(self, name: str, sql: str, types: dict[str, str]) -> None:
+        self.name = name.encode()
+        self.text = sql
+        self.params = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
+        if set(self.params) != set(types):
+            raise ValueError(f"types for exactly {self.params} are needed")
+        numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${self.params.index(m.group(1)) + 1}", sql)
+        self.sql = numbered.encode()
+        self.types = [self.TYPES[types[name]] for name in self.params]
+        self.formats = [1 if t == self.TYPES["bytea"] else 0 for t in self.types]
+
+    def dump(self, values: Sequence[Any]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for value in values:
+            if value is None or isinstance(value, bytes):
+                out.append(value)
+            elif isinstance(value, datetime):
+                if value.tzinfo is None:
+                    raise ValueError("naive datetime given to a timestamptz parameter")
+                out.append(value.isoformat().encode())
+            else:
+                out.append(str(value).encode())
+        return out
+
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def binary_timestamptz(value: bytes | None) -> datetime | None:
+    """A timestamptz in PostgreSQL's binary format: microseconds since 2000-01-01 UTC."""
+    if value is None:
+        return None
+    return _PG_EPOCH + timedelta(microseconds=int.from_bytes(value, "big", signed=True))
+
+
+def binary_uuid(value: bytes | None) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(bytes=value)
+
+
+def binary_text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
 class _Held:
     """A thread's hot-path connection (see `_ThreadConnections`), with one cursor kept for
     all its statements: a new cursor per statement cost a quarter of a primary-key SELECT.
     `execute` returns that cursor, as the DBAPI connections' own `execute` returns theirs."""
 
-    __slots__ = ("__weakref__", "connection", "cursor", "opened", "poller", "pooled")
+    __slots__ = ("__weakref__", "connection", "cursor", "opened", "poller", "pooled", "prepared")
 
     def __init__(self, pooled: Any, connection: Any) -> None:
         self.pooled = pooled
         self.connection = connection
         self.cursor = connection.cursor()
         self.opened = time.monotonic()
+        self.prepared: set[bytes] = set()  # names of this connection's Statements
         self.poller = None
         if hasattr(connection, "fileno"):  # a client of a server (not SQLite's file)
             self.poller = select.poll()  # readable while idle: the server ended it
@@ -269,6 +325,31 @@ class _Held:
     def execute(self, statement: str, *parameters: Any) -> Any:
         self.cursor.execute(statement, *parameters)
         return self.cursor
+
+    def execute_prepared(self, statement: Statement, parameters: Sequence[Any]) -> Any:
+        """PostgreSQL: run `statement` with `parameters` in its order, as a prepared statement
+        of this connection, through libpq itself (psycopg's `pq` interface); the result, in
+        binary. A cursor's execute costs twice the client CPU for the same round trip."""
+        from psycopg import OperationalError, errors, pq
+
+        pgconn = self.connection.pgconn
+        if statement.name not in self.prepared:
+            result = pgconn.prepare(statement.name, statement.sql, statement.types)
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise self._error(result, pgconn, OperationalError, errors)
+            self.prepared.add(statement.name)
+        result = pgconn.exec_prepared(
+            statement.name, statement.dump(parameters), statement.formats, 1
+        )
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            raise self._error(result, pgconn, OperationalError, errors)
+        return result
+
+    def _error(self, result: Any, pgconn: Any, operational: Any, errors: Any) -> Exception:
+        if pgconn.status != 0:  # ConnStatus.OK: the server or the network has gone
+            message = (pgconn.error_message or b"connection lost").decode(errors="replace")
+            return operational(message.strip())
+        return errors.error_from_result(result, encoding=self.connection.info.encoding)
 
     def rollback(self) -> None:
         self.connection.rollback()

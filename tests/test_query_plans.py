@@ -57,6 +57,10 @@ class _RecordingConnection:
         self._keep(statement, dict(parameters[0]) if parameters else None)
         return self._connection.execute(statement, *parameters)
 
+    def execute_prepared(self, statement: Any, values: Any) -> Any:  # PostgreSQL
+        self._keep(statement.text, dict(zip(statement.params, values, strict=True)))
+        return self._connection.execute_prepared(statement, values)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
 

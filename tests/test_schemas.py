@@ -183,7 +183,10 @@ def test_responses_keep_the_documented_shape(client):
     ).get_json()
     assert set(pair) == set(schemas.TokenPairSchema().fields)
     me = client.get("/api/auth/me", headers=bearer(pair["access_token"])).get_json()
+    # Three ways to the same user: the ORM (register), the bearer lookup, the rotation.
     assert me == pair["user"]
+    rotated = client.post("/api/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert rotated.get_json()["user"] == me
     assert set(me) == {"id", "email", "name", "created_at"}
     spec = client.get("/api/openapi.json").get_json()
     assert set(spec["components"]["schemas"]["TokenPair"]["properties"]) == set(pair)
