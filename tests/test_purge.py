@@ -369,3 +369,35 @@ def test_rotation_keeps_working_while_a_purge_runs(app, client, user, engine, cl
     assert reports[0].counts["refresh_tokens"] == 3000
     assert reports[0].counts["sessions"] == 100
     assert _token_exists(engine, token)
+
+
+def test_expired_sessions_are_found_between_live_ones_across_batches(app, user, engine, clock):
+    # expires_at has no index (rotations update sessions in place): the purge walks sessions
+    # in primary-key order, batch after batch, and must skip the live ones it passes.
+    user_id = uuid.UUID(user["user"]["id"])
+    now = clock()
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "user_id": user_id,
+            "created_at": now - timedelta(days=20),
+            "last_used_at": now - timedelta(days=10),
+            "expires_at": now + (timedelta(days=3) if i % 3 == 0 else -timedelta(days=3)),
+            "absolute_expires_at": now + timedelta(days=10),
+        }
+        for i in range(30)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(AuthSession), rows)
+    live = {row["id"] for row in rows if row["expires_at"] > now}
+    with app.app_context():
+        from authsvc.db import get_session
+
+        report = purge(
+            get_session(), app.extensions["authsvc"], retention=timedelta(days=1), batch_size=4
+        )
+    assert report.counts["sessions"] == 30 - len(live)
+    with engine.connect() as conn:
+        left = set(conn.execute(select(AuthSession.id)).scalars())
+    assert live <= left
+    assert not ({row["id"] for row in rows} - live) & left

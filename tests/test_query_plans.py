@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, insert, inspect, select
 
 from authsvc.models import AuthSession, RefreshToken
 from authsvc.security.tokens import hash_token, new_token
@@ -288,3 +288,18 @@ def test_logout_finds_the_token_by_index(client, engine, backend, crowded_user):
     accesses = plans(engine, backend, statements)
     assert_no_table_scans(accesses)
     assert_looks_up(accesses, "refresh_tokens", "token_hash")
+
+
+def test_rotation_changes_no_indexed_session_column(engine, backend):
+    # A rotation sets these on its session; were any indexed, PostgreSQL could not update
+    # the row in place (HOT) and would add an entry to every index of the table each time.
+    indexed = {
+        c for index in inspect(engine).get_indexes("sessions") for c in index["column_names"]
+    }
+    assert not indexed & {"last_used_at", "expires_at", "ip_address", "user_agent"}
+    if backend == "postgresql":
+        with engine.connect() as conn:
+            options = conn.exec_driver_sql(
+                "SELECT reloptions FROM pg_class WHERE relname = 'sessions'"
+            ).scalar_one()
+        assert "fillfactor=80" in (options or [])

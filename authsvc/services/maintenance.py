@@ -54,7 +54,9 @@ def _revoked_tokens(cutoff: datetime) -> ColumnElement[bool]:
 
 
 def _ended_sessions(cutoff: datetime) -> tuple[ColumnElement[bool], ...]:
-    # Two conditions, purged one after the other, so each batch query walks one index.
+    # Two conditions, purged one after the other: revoked ones through the revoked_at index;
+    # expired ones by a walk in primary-key order (expires_at has no index: every rotation
+    # moves it, and an index on it would stop PostgreSQL from updating sessions in place).
     return AuthSession.revoked_at < cutoff, AuthSession.expires_at < cutoff
 
 
@@ -103,8 +105,9 @@ def purge(
     report.counts["refresh_tokens"] += _delete_by_id(
         db, report, RefreshToken, _expired_tokens(cutoff), batch_size
     )
-    for condition in _ended_sessions(cutoff):
-        _delete_sessions(db, report, condition, batch_size)
+    revoked, expired = _ended_sessions(cutoff)
+    _delete_sessions(db, report, revoked, batch_size)
+    _delete_sessions(db, report, expired, batch_size, walk=True)
     report.counts["refresh_tokens"] += _delete_by_id(
         db, report, RefreshToken, _revoked_tokens(cutoff), batch_size
     )
@@ -163,15 +166,29 @@ def _delete_by_id(
 
 
 def _delete_sessions(
-    db: Session, report: PurgeReport, condition: ColumnElement[bool], batch_size: int
+    db: Session,
+    report: PurgeReport,
+    condition: ColumnElement[bool],
+    batch_size: int,
+    *,
+    walk: bool = False,
 ) -> None:
     """Ended sessions, `batch_size` at a time: their remaining tokens (in bounded batches),
-    then the sessions themselves."""
+    then the sessions themselves. With `walk`, for a condition no index serves: each batch
+    goes on in primary-key order from where the last one stopped, so a whole purge reads
+    each session once (the primary key's index), never the table once per batch."""
+    after: uuid.UUID | None = None
     while True:
-        ids = list(db.scalars(select(AuthSession.id).where(condition).limit(batch_size)))
+        query = select(AuthSession.id).where(condition).limit(batch_size)
+        if walk:
+            query = query.order_by(AuthSession.id)
+            if after is not None:
+                query = query.where(AuthSession.id > after)
+        ids = list(db.scalars(query))
         db.rollback()
         if not ids:
             return
+        after = ids[-1]
         report.counts["refresh_tokens"] += _delete_by_id(
             db, report, RefreshToken, RefreshToken.session_id.in_(ids), batch_size
         )
