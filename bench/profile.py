@@ -54,7 +54,13 @@ IDLE_FRAMES = (
     "Arbiter.wait_for_signals (gunicorn/arbiter.py)",
     "Arbiter.sleep (gunicorn/arbiter.py)",
 )
-DATABASE_WAIT = "Connection.wait (psycopg/connection.py)"
+# Innermost frames of a thread waiting for PostgreSQL: psycopg's own wait, and the libpq call
+# of the hot statements (`_Held.execute_prepared`, whose own time is PQexecPrepared: send,
+# wait, receive; the client CPU of that call is counted as waiting here).
+DATABASE_WAIT = (
+    "Connection.wait (psycopg/connection.py)",
+    "_Held.execute_prepared (authsvc/db.py)",
+)
 
 # Module path fragments of the innermost frame -> component.
 COMPONENTS = (
@@ -83,7 +89,7 @@ COMPONENTS = (
 
 def component(frame: str) -> str:
     """'func (path/to/module.py)' -> the component it belongs to."""
-    if frame == DATABASE_WAIT:
+    if frame in DATABASE_WAIT:
         return "waiting for PostgreSQL"
     where = frame.rsplit("(", 1)[-1]
     for fragment, name in COMPONENTS:
