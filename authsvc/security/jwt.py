@@ -8,8 +8,8 @@ import functools
 import hashlib
 import json
 import os
+import secrets
 import tempfile
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -220,7 +220,7 @@ class KeySet:
             "sid": sid,
             "iat": iat,
             "exp": iat + self.access_ttl,
-            "jti": uuid.uuid4().hex,
+            "jti": secrets.token_hex(16),  # 128 random bits, without a UUID object
         }
         if self._prepared_key is None:
             raise KeyError_(f"signing key {key.kid} has no private part")
