@@ -259,6 +259,8 @@ class Statement:
     type, which says how its value is sent: `bytea` raw, anything else as text (a datetime in
     ISO 8601, which PostgreSQL reads whatever its DateStyle), NULL for None."""
 
+    # Type OIDs. "text" sends 0 (unknown), as psycopg sends a str: the server types it from
+    # the statement, so a varchar column or comparison takes it as it is.
     TYPES = {"text": 0, "bytea": 17, "uuid": 2950, "timestamptz": 1184}
 
     def __init__(self, name: str, sql: str, types: dict[str, str]) -> None:
@@ -346,7 +348,9 @@ class _Held:
         return result
 
     def _error(self, result: Any, pgconn: Any, operational: Any, errors: Any) -> Exception:
-        if pgconn.status != 0:  # ConnStatus.OK: the server or the network has gone
+        from psycopg import pq
+
+        if pgconn.status != pq.ConnStatus.OK:  # the server or the network has gone
             message = (pgconn.error_message or b"connection lost").decode(errors="replace")
             return operational(message.strip())
         return errors.error_from_result(result, encoding=self.connection.info.encoding)

@@ -174,6 +174,8 @@ def test_direct_dumps_equal_marshmallows(user):
     assert pair_schema.dump(pair) == ma.Schema.dump(pair_schema, pair)
     assert set(pair_schema.dump(pair)) == set(pair_schema.fields)
     assert schemas.UserSchema(many=True).dump([user]) == [ma.Schema.dump(user_schema, user)]
+    assert schemas.UserSchema(only=("id",)).dump(user) == {"id": str(user.id)}
+    assert "user" not in schemas.TokenPairSchema(exclude=("user",)).dump(pair)
 
 
 def test_responses_keep_the_documented_shape(client):

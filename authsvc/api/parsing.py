@@ -111,7 +111,7 @@ def simple_loader(schema: ma.Schema) -> Loader | None:
         or schema.only
         or schema.exclude
         or schema.unknown != ma.RAISE
-        or any(schema._hooks.values())
+        or any(getattr(schema, "_hooks", {"unknown": [True]}).values())  # pre/post_load …
     ):
         return None
     fields = []

@@ -65,9 +65,10 @@ class _DirectDump(ma.Schema):
         raise NotImplementedError
 
     def dump(self, obj: Any, *, many: bool | None = None) -> Any:
-        if many or (many is None and self.many) or isinstance(obj, Mapping) or self.only:
-            return super().dump(obj, many=many)
-        return self.body(obj)
+        plain = not (many or (many is None and self.many) or isinstance(obj, Mapping))
+        if plain and not (self.only or self.exclude):  # `body` writes every field
+            return self.body(obj)
+        return super().dump(obj, many=many)
 
 
 class UserSchema(_DirectDump):
