@@ -332,27 +332,29 @@ class _Held:
         """PostgreSQL: run `statement` with `parameters` in its order, as a prepared statement
         of this connection, through libpq itself (psycopg's `pq` interface); the result, in
         binary. A cursor's execute costs twice the client CPU for the same round trip."""
-        from psycopg import OperationalError, errors, pq
+        from psycopg import pq
 
         pgconn = self.connection.pgconn
         if statement.name not in self.prepared:
             result = pgconn.prepare(statement.name, statement.sql, statement.types)
             if result.status != pq.ExecStatus.COMMAND_OK:
-                raise self._error(result, pgconn, OperationalError, errors)
+                raise self._error(result)
             self.prepared.add(statement.name)
         result = pgconn.exec_prepared(
             statement.name, statement.dump(parameters), statement.formats, 1
         )
         if result.status != pq.ExecStatus.TUPLES_OK:
-            raise self._error(result, pgconn, OperationalError, errors)
+            raise self._error(result)
         return result
 
-    def _error(self, result: Any, pgconn: Any, operational: Any, errors: Any) -> Exception:
-        from psycopg import pq
+    def _error(self, result: Any) -> Exception:
+        """The psycopg error a failed libpq call stands for, as a cursor would raise it."""
+        from psycopg import OperationalError, errors, pq
 
+        pgconn = self.connection.pgconn
         if pgconn.status != pq.ConnStatus.OK:  # the server or the network has gone
             message = (pgconn.error_message or b"connection lost").decode(errors="replace")
-            return operational(message.strip())
+            return OperationalError(message.strip())
         return errors.error_from_result(result, encoding=self.connection.info.encoding)
 
     def rollback(self) -> None:
