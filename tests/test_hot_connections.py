@@ -7,7 +7,10 @@ from __future__ import annotations
 import gc
 import threading
 
+import psycopg
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from authsvc import db
 from conftest import bearer
@@ -77,3 +80,21 @@ def test_disposing_the_engine_closes_every_hot_connection(make_app, backend, use
     assert _open_hot_connections(engine) == 1
     engine.dispose()
     assert _open_hot_connections(engine) == 0
+
+
+def test_a_failing_prepared_statement_raises_the_servers_error_and_keeps_the_connection(
+    engine, backend
+):
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite's hot paths use the DBAPI cursor")
+    statement = db.Statement("authsvc_test_divide", "SELECT 1 / %(n)s::int", {"n": "text"})
+    with db.driver_connection(engine) as conn:
+        held = conn
+    with pytest.raises(DBAPIError) as failed, db.driver_connection(engine) as conn:
+        conn.execute_prepared(statement, [0])
+    assert isinstance(failed.value.orig, psycopg.errors.DivisionByZero)
+    assert not failed.value.connection_invalidated
+    with db.driver_connection(engine) as conn:
+        assert conn is held  # a statement's error does not cost the thread its connection
+        result = conn.execute_prepared(statement, [1])
+        assert int.from_bytes(result.get_value(0, 0), "big") == 1
