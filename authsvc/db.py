@@ -257,11 +257,12 @@ class Statement:
     """A PostgreSQL statement for `_Held.execute_prepared`: its text with `%(name)s`
     placeholders made $1, $2 … (the order `dump` takes values in), and each parameter's
     type, which says how its value is sent: `bytea` raw, anything else as text (a datetime in
-    ISO 8601, which PostgreSQL reads whatever its DateStyle), NULL for None."""
+    ISO 8601, which PostgreSQL reads whatever its DateStyle; a bool as t or f), NULL for
+    None."""
 
     # Type OIDs. "text" sends 0 (unknown), as psycopg sends a str: the server types it from
     # the statement, so a varchar column or comparison takes it as it is.
-    TYPES = {"text": 0, "bytea": 17, "uuid": 2950, "timestamptz": 1184}
+    TYPES = {"text": 0, "bool": 16, "bytea": 17, "uuid": 2950, "timestamptz": 1184}
 
     def __init__(self, name: str, sql: str, types: dict[str, str]) -> None:
         self.name = name.encode()
@@ -279,12 +280,17 @@ class Statement:
         for value in values:
             if value is None or isinstance(value, bytes):
                 out.append(value)
+            elif isinstance(value, bool):
+                out.append(b"t" if value else b"f")
             elif isinstance(value, datetime):
                 if value.tzinfo is None:
                     raise ValueError("naive datetime given to a timestamptz parameter")
                 out.append(value.isoformat().encode())
             else:
-                out.append(str(value).encode())
+                text = str(value)
+                if "\x00" in text:  # libpq reads a text parameter up to its first NUL
+                    raise ValueError("PostgreSQL text cannot hold NUL")
+                out.append(text.encode())
         return out
 
 

@@ -98,3 +98,23 @@ def test_a_failing_prepared_statement_raises_the_servers_error_and_keeps_the_con
         assert conn is held  # a statement's error does not cost the thread its connection
         result = conn.execute_prepared(statement, [1])
         assert int.from_bytes(result.get_value(0, 0), "big") == 1
+
+
+def test_prepared_statement_values_are_sent_as_postgresql_reads_them(engine, backend):
+    statement = db.Statement(
+        "authsvc_test_values",
+        "SELECT %(flag)s::bool, %(word)s::text, %(none)s::text IS NULL",
+        {"flag": "bool", "word": "text", "none": "text"},
+    )
+    assert statement.dump([True, "ünïcode", None]) == [b"t", "ünïcode".encode(), None]
+    assert statement.dump([False, "", None])[0] == b"f"
+    with pytest.raises(ValueError, match="NUL"):  # libpq would cut the text at the NUL
+        statement.dump([True, "before\x00after", None])
+    if backend != "postgresql":
+        return
+    with db.driver_connection(engine) as conn:
+        for flag in (True, False):
+            result = conn.execute_prepared(statement, [flag, "ünïcode", None])
+            assert result.get_value(0, 0) == (b"\x01" if flag else b"\x00")
+            assert db.binary_text(result.get_value(0, 1)) == "ünïcode"
+            assert result.get_value(0, 2) == b"\x01"

@@ -360,6 +360,10 @@ class _Recording:
         self._statements.append(" ".join(statement.split()))
         return self._connection.execute(statement, *parameters)
 
+    def execute_prepared(self, statement: Any, values: Any) -> Any:  # PostgreSQL
+        self._statements.append(" ".join(statement.text.split()))
+        return self._connection.execute_prepared(statement, values)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
 

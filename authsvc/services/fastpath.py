@@ -17,10 +17,9 @@ took 4 and 6 round trips (pre-ping, BEGIN, the statements, ROLLBACK or COMMIT). 
 
 Values go in and come out through the SQLAlchemy type processors the ORM itself uses, so
 both paths read and write the same representations (UUIDs as hex on SQLite, UTC times). On
-PostgreSQL the two hottest statements (the bearer lookup and the rotation) skip psycopg's
-cursor: they run as named prepared statements through libpq itself
-(`db._Held.execute_prepared`), with binary results decoded in `db`; a cursor's execute cost
-twice the client CPU of the same round trip.
+PostgreSQL all four statements skip psycopg's cursor: they run as named prepared statements
+through libpq itself (`db._Held.execute_prepared`), with binary results decoded in `db`; a
+cursor's execute cost twice the client CPU of the same round trip.
 Every other use case (the grace-window retry, reuse detection, logout, a failed login, a
 login that upgrades its password hash …) stays on the ORM session in `services.tokens` and
 `services.accounts`; the suites run all of it on both backends.
@@ -28,6 +27,7 @@ login that upgrades its password hash …) stays on the ORM session in `services
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 import weakref
@@ -199,6 +199,25 @@ _LOGIN_POSTGRESQL = _pyformat(
     )
 )
 
+_LOGIN = Statement(
+    "authsvc_login",
+    _LOGIN_POSTGRESQL,
+    {
+        "verified_hash": "text",
+        "session_id": "uuid",
+        "user_id": "uuid",
+        "token_hash": "text",
+        "now": "timestamptz",
+        "expires_at": "timestamptz",
+        "absolute_expires_at": "timestamptz",
+        "revoked": "bool",
+        "ip_address": "text",
+        "user_agent": "text",
+        "event_type": "text",
+        "details": "text",  # JSON text, cast in the statement
+    },
+)
+
 
 @dataclass(frozen=True)
 class UserInfo:
@@ -249,6 +268,8 @@ class FastPath:
         self._time_out = _processor("result", UTCDateTime(), engine)
         self._bytes_in = _processor("bind", LargeBinary(), engine)
         self._json_in = _processor("bind", JSON(), engine)
+        # The text the ORM's JSON type sends (engine's serializer; None is JSON 'null').
+        self._json_text = getattr(engine.dialect, "_json_serializer", None) or json.dumps
         self._queue = writer_queue(engine)
         placeholder = "%({})s" if self.postgresql else ":{}"
         self._principal = _PRINCIPAL.format(
@@ -259,6 +280,10 @@ class FastPath:
                 "authsvc_principal", self._principal, {"session_id": "uuid", "user_id": "uuid"}
             )
         self._credentials = _CREDENTIALS.format(email=placeholder.format("email"))
+        if self.postgresql:
+            self._credentials_statement = Statement(
+                "authsvc_credentials", self._credentials, {"email": "text"}
+            )
 
     def principal(self, session_id: uuid.UUID, user_id: uuid.UUID) -> UserInfo | None:
         """The user behind a live session, or None (one indexed lookup, in autocommit)."""
@@ -355,6 +380,23 @@ class FastPath:
 
     def credentials(self, email: str) -> Credentials | None:
         """The account of a normalised email, or None (one indexed lookup, in autocommit)."""
+        if self.postgresql:
+            with driver_connection(self.engine) as conn:
+                result = conn.execute_prepared(self._credentials_statement, (email,))
+                if not result.ntuples:
+                    return None
+                user_id, email, name, created_at, password_hash = (
+                    result.get_value(0, column) for column in range(5)
+                )
+            return Credentials(
+                UserInfo(
+                    binary_uuid(user_id),
+                    binary_text(email),
+                    binary_text(name),
+                    binary_timestamptz(created_at),
+                ),
+                binary_text(password_hash),
+            )
         with driver_connection(self.engine) as conn:
             row = conn.execute(self._credentials, {"email": email}).fetchone()
         if row is None:
@@ -399,9 +441,11 @@ class FastPath:
             "details": self._json_in(details),
         }
         if self.postgresql:
+            params["details"] = self._json_text(details)
             with driver_connection(self.engine) as conn:
-                (written,) = conn.execute(_LOGIN_POSTGRESQL, params).fetchone()
-            return bool(written)
+                result = conn.execute_prepared(_LOGIN, [params[name] for name in _LOGIN.params])
+                written = result.get_value(0, 0)  # count(*), a binary int8
+            return int.from_bytes(written, "big") > 0
         with self._sqlite_write() as conn:  # writers take turns: no reset runs meanwhile
             if conn.execute(_STILL_VERIFIED, params).fetchone() is None:
                 return False
