@@ -1,14 +1,15 @@
 """`python -m fuzz` (`make fuzz`): schemathesis against authsvc's own OpenAPI document.
 
 Starts authsvc under gunicorn (gunicorn.conf.py, 2 workers) on a fresh, migrated SQLite
-database, registers a user whose fresh access token every case that needs one gets (fuzz/hooks.py),
-and runs schemathesis
-on /api/openapi.json with the checks: no 5xx, documented status codes, content types and
-headers, and responses that match their documented schema. Bounded: FUZZ_MAX_EXAMPLES cases
-per operation (default 30) and FUZZ_MAX_TIME seconds in all (default 90). FUZZ_SEED makes a
-run repeatable. Rate limits are off (RATELIMIT_ENABLED=false): with them on, most generated
-requests would be answered 429 and never reach the code under test; tests/test_rate_limits.py
-covers them. gunicorn's request-line limit is lifted so that every generated request reaches
+database, registers a user whose fresh access token every case that needs one gets, creates
+a service client whose credentials every /introspect case sends (fuzz/hooks.py), and runs
+schemathesis on /api/openapi.json with the checks: no 5xx, documented status codes, content
+types and headers, and responses that match their documented schema. Bounded:
+FUZZ_MAX_EXAMPLES cases per operation (default 30) and FUZZ_MAX_TIME seconds in all
+(default 90). FUZZ_SEED makes a run repeatable. Rate limits are off
+(RATELIMIT_ENABLED=false): with them on, most generated requests would be answered 429 and
+never reach the code under test; tests/test_rate_limits.py covers them. gunicorn's
+request-line limit is lifted so that every generated request reaches
 authsvc. Exits with schemathesis's status; the server's log follows a failure.
 """
 
@@ -81,6 +82,24 @@ def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
     raise SystemExit("fuzz: authsvc was not ready within 60 s")
 
 
+def _create_client(env: dict[str, str]) -> tuple[str, str]:
+    """A service client for /introspect (HTTP Basic), made as an operator would: the CLI."""
+    done = subprocess.run(
+        [str(BIN / "flask"), "--app", "wsgi", "clients", "create", "--name", "fuzz"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    fields = dict(
+        line.split(":", 1) for line in done.stdout.splitlines() if line.startswith("client_")
+    )
+    if done.returncode != 0 or set(fields) != {"client_id", "client_secret"}:
+        raise SystemExit(f"fuzz: could not create the introspection client: {done.stderr}")
+    return fields["client_id"].strip(), fields["client_secret"].strip()
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="authsvc-fuzz-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'authsvc.db'}"
@@ -130,6 +149,7 @@ def main() -> int:
             )
             if status != 201:
                 raise SystemExit(f"fuzz: could not register the fuzz user ({status}: {pair})")
+            client_id, client_secret = _create_client(env)
             command_line = [
                 str(BIN / "schemathesis"),
                 "run",
@@ -156,6 +176,8 @@ def main() -> int:
                 "FUZZ_BASE_URL": base,
                 "FUZZ_EMAIL": EMAIL,
                 "FUZZ_PASSWORD": PASSWORD,
+                "FUZZ_CLIENT_ID": client_id,
+                "FUZZ_CLIENT_SECRET": client_secret,
             }
             result = subprocess.run(command_line, cwd=tmp, env=hooks_env, check=False)
             print(f"fuzz: schemathesis finished in {time.monotonic() - started:.0f} s")

@@ -193,3 +193,17 @@ def test_responses_keep_the_documented_shape(client):
     spec = client.get("/api/openapi.json").get_json()
     assert set(spec["components"]["schemas"]["TokenPair"]["properties"]) == set(pair)
     assert set(spec["components"]["schemas"]["User"]["properties"]) == set(me)
+
+
+def test_the_document_shows_email_formats_and_the_configured_password_minimum(make_app):
+    """Clients (and the fuzzer) see what the service checks beyond the schemas' lengths."""
+    for minimum in (12, 20):
+        spec = make_app(PASSWORD_MIN_LENGTH=minimum).test_client().get("/api/openapi.json")
+        documented = spec.get_json()["components"]["schemas"]
+        for component in ("RegisterArgs", "LoginArgs", "ForgotPasswordArgs"):
+            assert documented[component]["properties"]["email"]["format"] == "email"
+        for component, field in schemas.NEW_PASSWORD_FIELDS.items():
+            assert documented[component]["properties"][field]["minLength"] == minimum
+        # A password being checked is not a new one: any length may be tried.
+        assert "minLength" not in documented["LoginArgs"]["properties"]["password"]
+        assert "minLength" not in documented["ChangePasswordArgs"]["properties"]["current_password"]

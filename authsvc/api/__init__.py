@@ -12,6 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from . import account, cors, introspection, limits, passwords, sessions, tokens, wellknown
 from .problems import ProblemApi
+from .schemas import NEW_PASSWORD_FIELDS
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -113,6 +114,14 @@ def _response_headers(response: Response) -> Response:
     return response
 
 
+def document_password_policy(api: ProblemApi, min_length: int) -> None:
+    """The new passwords' minLength in the OpenAPI document is this app's policy minimum
+    (PASSWORD_MIN_LENGTH), which the schemas, shared by every app, cannot know."""
+    documented = api.spec.components.schemas
+    for component, field in NEW_PASSWORD_FIELDS.items():
+        documented[component]["properties"][field]["minLength"] = min_length
+
+
 def init_api(app: Flask) -> ProblemApi:
     app.config.update(
         API_TITLE="authsvc",
@@ -138,6 +147,7 @@ def init_api(app: Flask) -> ProblemApi:
         wellknown.blp,
     ):
         api.register_blueprint(blueprint)
+    document_password_policy(api, app.extensions["authsvc"].settings.PASSWORD_MIN_LENGTH)
     cors.init_app(app)
     app.before_request(_check_request_body)
     app.after_request(_response_headers)

@@ -30,14 +30,34 @@ class StrictSchema(ma.Schema):
         unknown = ma.RAISE
 
 
+# Documentation only: the service validates and normalises emails itself (`normalise_email`),
+# and the password policy answers 422 weak_password. `init_api` writes the configured
+# PASSWORD_MIN_LENGTH into the document as the new passwords' minLength.
+EMAIL = {"format": "email"}
+NEW_PASSWORD = {
+    "description": "checked against the password policy (SPEC §4): at least PASSWORD_MIN_LENGTH "
+    "characters, not a common password, not containing the email's local part"
+}
+NEW_PASSWORD_FIELDS = {
+    "RegisterArgs": "password",
+    "ResetPasswordArgs": "new_password",
+    "ChangePasswordArgs": "new_password",
+}
+
+
 class RegisterArgsSchema(StrictSchema):
-    email = Text(required=True, validate=validate.Length(min=3, max=320))
-    password = Text(required=True, load_only=True, validate=validate.Length(max=MAX_PASSWORD_INPUT))
+    email = Text(required=True, validate=validate.Length(min=3, max=320), metadata=EMAIL)
+    password = Text(
+        required=True,
+        load_only=True,
+        validate=validate.Length(max=MAX_PASSWORD_INPUT),
+        metadata=NEW_PASSWORD,
+    )
     name = Text(load_default=None, allow_none=True, validate=validate.Length(max=100))
 
 
 class LoginArgsSchema(StrictSchema):
-    email = Text(required=True, validate=validate.Length(max=320))
+    email = Text(required=True, validate=validate.Length(max=320), metadata=EMAIL)
     password = Text(required=True, load_only=True, validate=validate.Length(max=MAX_PASSWORD_INPUT))
 
 
@@ -143,7 +163,7 @@ class EventSchema(ma.Schema):
 
 
 class ForgotPasswordArgsSchema(StrictSchema):
-    email = Text(required=True, validate=validate.Length(max=320))
+    email = Text(required=True, validate=validate.Length(max=320), metadata=EMAIL)
 
 
 class ResetPasswordArgsSchema(StrictSchema):
@@ -154,7 +174,10 @@ class ResetPasswordArgsSchema(StrictSchema):
         metadata={"description": "the reset token from the email (its link's `token`)"},
     )
     new_password = Text(
-        required=True, load_only=True, validate=validate.Length(max=MAX_PASSWORD_INPUT)
+        required=True,
+        load_only=True,
+        validate=validate.Length(max=MAX_PASSWORD_INPUT),
+        metadata=NEW_PASSWORD,
     )
 
 
@@ -163,7 +186,10 @@ class ChangePasswordArgsSchema(StrictSchema):
         required=True, load_only=True, validate=validate.Length(max=MAX_PASSWORD_INPUT)
     )
     new_password = Text(
-        required=True, load_only=True, validate=validate.Length(max=MAX_PASSWORD_INPUT)
+        required=True,
+        load_only=True,
+        validate=validate.Length(max=MAX_PASSWORD_INPUT),
+        metadata=NEW_PASSWORD,
     )
 
 
