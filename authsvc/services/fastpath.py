@@ -267,9 +267,13 @@ class FastPath:
         self._time_in = _processor("bind", UTCDateTime(), engine)
         self._time_out = _processor("result", UTCDateTime(), engine)
         self._bytes_in = _processor("bind", LargeBinary(), engine)
-        self._json_in = _processor("bind", JSON(), engine)
-        # The text the ORM's JSON type sends (engine's serializer; None is JSON 'null').
-        self._json_text = getattr(engine.dialect, "_json_serializer", None) or json.dumps
+        # An event's details as the ORM writes them (None is JSON 'null', not SQL NULL): for
+        # libpq the text the engine's JSON serializer makes, on SQLite the type's processor.
+        self._details_in = (
+            getattr(engine.dialect, "_json_serializer", None) or json.dumps
+            if self.postgresql
+            else _processor("bind", JSON(), engine)
+        )
         self._queue = writer_queue(engine)
         placeholder = "%({})s" if self.postgresql else ":{}"
         self._principal = _PRINCIPAL.format(
@@ -437,11 +441,9 @@ class FastPath:
             "ip_address": ip_address,
             "user_agent": user_agent,
             "event_type": event_type,
-            # As the ORM writes it: None is JSON 'null', not SQL NULL (JSON.none_as_null).
-            "details": self._json_in(details),
+            "details": self._details_in(details),
         }
         if self.postgresql:
-            params["details"] = self._json_text(details)
             with driver_connection(self.engine) as conn:
                 result = conn.execute_prepared(_LOGIN, [params[name] for name in _LOGIN.params])
                 written = result.get_value(0, 0)  # count(*), a binary int8
