@@ -389,13 +389,13 @@ class FastPath:
                 result = conn.execute_prepared(self._credentials_statement, (email,))
                 if not result.ntuples:
                     return None
-                user_id, email, name, created_at, password_hash = (
+                user_id, stored_email, name, created_at, password_hash = (
                     result.get_value(0, column) for column in range(5)
                 )
             return Credentials(
                 UserInfo(
                     binary_uuid(user_id),
-                    binary_text(email),
+                    binary_text(stored_email),
                     binary_text(name),
                     binary_timestamptz(created_at),
                 ),
