@@ -29,7 +29,8 @@ profile = os.environ.get("AUTHSVC_GUNICORN_PROFILE", "default")
 
 bind = os.environ.get("AUTHSVC_BIND", "127.0.0.1:8000")
 # argon2-cffi releases the GIL while hashing, so a few threads per worker keep cores busy.
-worker_class = "gthread"
+# gthread, with new connections going to the worker that has the fewest (authsvc/workers.py).
+worker_class = "authsvc.workers.BalancedThreadWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", _cpu_count()))
 threads = int(os.environ.get("GUNICORN_THREADS", 4))
 timeout = 30  # a worker silent this long is killed and replaced
@@ -79,6 +80,9 @@ def on_starting(server):
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
+    from authsvc.workers import worker_exited
+
+    worker_exited(worker)
     multiprocess.mark_process_dead(worker.pid)
 
 
