@@ -1,6 +1,7 @@
 """gunicorn settings for authsvc (`gunicorn -c gunicorn.conf.py wsgi:app`).
 
-Workers from the CPU count (WEB_CONCURRENCY overrides), gthread with GUNICORN_THREADS each,
+Workers from the CPU count (WEB_CONCURRENCY overrides), gthread with GUNICORN_THREADS each
+(new connections go to the worker with the fewest: authsvc/workers.py),
 graceful restarts, JSON lines for gunicorn's own log and the access log (GUNICORN_ACCESS_LOG:
 a file, "-" for stdout, "off" for none), Prometheus multiprocess mode for /metrics, and the
 settings checked once in the master so that a bad configuration stops the start with its

@@ -1,10 +1,11 @@
 """`python -m bench` (`make bench`): authsvc's throughput and latency against its ceilings.
 
 Starts authsvc under gunicorn (`gunicorn -c gunicorn.conf.py wsgi:app`, bench profile: 2
-gthread workers x 4 threads) on SQLite (WAL) and on PostgreSQL, plus a bare Flask "hello" app
-and a "verify one ES256 JWT" app under the same settings, and drives each with wrk (8
-keep-alive connections, 2 threads; the best of 3 runs of 8 s per scenario and ceiling, since
-other work on a shared machine only slows a run down). Bare argon2id verification on
+gthread workers x 4 threads, connections spread evenly over them) on SQLite (WAL) and on
+PostgreSQL, plus a bare Flask "hello" app and a "verify one ES256 JWT" app under the same
+settings, and drives each with wrk (8 keep-alive connections, 2 threads; the best of 3 runs
+of 8 s per scenario and ceiling, since other work on a shared machine only slows a run down).
+Bare argon2id verification on
 the same cores is the ceiling for login. Prints a table (also written to
 bench/results/latest.md) with each figure's ratio to its ceiling from the same run, and the
 RSS of every gunicorn worker after its run.
@@ -328,7 +329,7 @@ def mib(values: list[float]) -> str:
 def workers_note() -> str:
     workers = os.environ.get("WEB_CONCURRENCY", "2")
     threads = os.environ.get("GUNICORN_THREADS", "4")
-    return f"{workers} gthread workers x {threads} threads"
+    return f"{workers} gthread workers x {threads} threads, connections spread evenly"
 
 
 # --- main --------------------------------------------------------------------------------
