@@ -5,10 +5,9 @@ gthread workers x 4 threads, connections spread evenly over them) on SQLite (WAL
 PostgreSQL, plus a bare Flask "hello" app and a "verify one ES256 JWT" app under the same
 settings, and drives each with wrk (8 keep-alive connections, 2 threads; the best of 3 runs
 of 8 s per scenario and ceiling, since other work on a shared machine only slows a run down).
-Bare argon2id verification on
-the same cores is the ceiling for login. Prints a table (also written to
-bench/results/latest.md) with each figure's ratio to its ceiling from the same run, and the
-RSS of every gunicorn worker after its run.
+Bare argon2id verification on the same cores is the ceiling for login. Prints a table (also
+written to bench/results/latest.md) with each figure's ratio to its ceiling from the same run,
+and the RSS of every gunicorn worker after its run.
 
 Environment: BENCH_QUICK=1 (short run, under two minutes: one run of 4 s each), BENCH_SECONDS
 (per run), BENCH_REPEATS (runs per scenario and ceiling),
