@@ -5,11 +5,15 @@ gthread workers x 4 threads, connections spread evenly over them) on SQLite (WAL
 PostgreSQL, plus a bare Flask "hello" app and a "verify one ES256 JWT" app under the same
 settings, and drives each with wrk (8 keep-alive connections, 2 threads; the best of 3 runs
 of 8 s per scenario and ceiling, since other work on a shared machine only slows a run down).
-Bare argon2id verification on the same cores is the ceiling for login. Prints a table (also
-written to bench/results/latest.md) with each figure's ratio to its ceiling from the same run,
-and the RSS of every gunicorn worker after its run.
+Bare argon2id verification on the same cores is the ceiling for login. Each scenario's ratio
+is taken to runs of its ceiling made beside its own (one before each of its runs and one after
+the last, 4 s each): this machine's speed drifts over minutes, and a ceiling measured once at
+the start would flatter or wrong whatever ran in a faster or slower stretch. Prints a table
+(also written to bench/results/latest.md) with each figure's ratio, and the RSS of every
+gunicorn worker after its run.
 
-Environment: BENCH_QUICK=1 (short run, under two minutes: one run of 4 s each), BENCH_SECONDS
+Environment: BENCH_QUICK=1 (short run, under two minutes: one run of 4 s each, ceiling runs of
+2 s), BENCH_SECONDS
 (per run), BENCH_REPEATS (runs per scenario and ceiling),
 BENCH_DATABASE_URL (PostgreSQL server for the scratch database; default TEST_DATABASE_URL,
 then postgresql+psycopg://postgres@127.0.0.1:5432/test), BENCH_BACKENDS (default
@@ -87,6 +91,8 @@ class Row:
     backend: str
     result: LoadResult
     ceiling: str | None = None  # the ceiling its ratio is taken to: "hello" or "argon2"
+    # req/s of the ceiling's runs before, between and after this scenario's runs
+    beside: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +103,9 @@ class Run:
     wrk: str
     workdir: Path
     repeats: int = 1  # measured runs per scenario and ceiling; the best is kept
+    ceiling_seconds: float = 4.0  # each ceiling run beside a scenario's runs
+    # A run of each ceiling ("hello", "argon2"), made beside every scenario run.
+    probes: dict[str, Callable[[], LoadResult]] = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
     rss: list[tuple[str, list[float], list[float]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -110,28 +119,37 @@ class Run:
         prepare: Prepare,
         backend: str = "—",
         ceiling: str | None = None,
+        beside: bool = True,
     ) -> LoadResult:
         """A warm-up run, then `repeats` measured ones; the best is recorded as a row of the
-        table (see `best_of`).
+        table (see `best_of`). A scenario with a ceiling has a run of that ceiling before each
+        of its runs and one after the last: its ratio is taken to the best of those, made
+        within seconds of its own runs (this machine's speed drifts over minutes).
 
         `prepare(key, phase)` gives each run its wrk script and environment.
         """
         if self.warmup:
             script, env = prepare(key, "warm")
             run_wrk(self.wrk, url, script, self.warmup, env, self.workdir)
-        results = []
+        probe = self.probes.get(ceiling) if ceiling and beside else None
+        results, rates_beside = [], []
         for _ in range(self.repeats):
+            if probe is not None:
+                rates_beside.append(probe().rate)
             script, env = prepare(key, "run")
             results.append(run_wrk(self.wrk, url, script, self.seconds, env, self.workdir))
+        if probe is not None:
+            rates_beside.append(probe().rate)
         result = best_of(results)
-        self.record(Row(key, label, backend, result, ceiling))
+        self.record(Row(key, label, backend, result, ceiling, rates_beside))
         return result
 
     def record(self, row: Row) -> None:
         self.rows.append(row)
         r = row.result
         where = f"{row.label} on {row.backend}" if row.backend != "—" else row.label
-        print(f"  {row.label:<36} {describe(r)}", flush=True)
+        beside = f"  (ceiling beside: {', '.join(f'{x:,.0f}' for x in row.beside)})"
+        print(f"  {row.label:<36} {describe(r)}{beside if row.beside else ''}", flush=True)
         if r.first_failure:
             print(f"    first non-2xx: {r.first_failure[:200]}", flush=True)
             self.notes.append(f"{where}: first non-2xx answer: {r.first_failure[:200]}")
@@ -172,12 +190,22 @@ def describe(result: LoadResult) -> str:
 # --- ceilings ----------------------------------------------------------------------------
 
 
-def bench_hello(run: Run, label: str) -> None:
-    server = Server("hello", "bench.ceilings:create_hello_app()", {}, run.workdir)
-    with serving(server):
-        started = server.worker_rss_mib()
-        run.measure("hello", label, server.url, lambda *_: ("static.lua", {"BENCH_PATH": "/"}))
-        run.rss.append((label, started, settled_rss(server)))
+def hello_server(run: Run) -> Server:
+    return Server("hello", "bench.ceilings:create_hello_app()", {}, run.workdir)
+
+
+def bench_hello(run: Run, server: Server) -> None:
+    """The hello ceiling at the start (its row in the table), and its probe: one run of it,
+    made beside every run of the scenarios whose ratio is taken to it."""
+
+    def prepare(*_: str) -> tuple[str, dict[str, str]]:
+        return "static.lua", {"BENCH_PATH": "/"}
+
+    run.measure("hello", "hello (ceiling)", server.url, prepare)
+    script, env = prepare()
+    run.probes["hello"] = lambda: run_wrk(
+        run.wrk, server.url, script, run.ceiling_seconds, env, run.workdir
+    )
 
 
 def bench_jwt(run: Run) -> None:
@@ -196,6 +224,7 @@ def bench_jwt(run: Run) -> None:
             server.url,
             lambda *_: ("static.lua", {"BENCH_PATH": "/", "BENCH_BEARER": token}),
             ceiling="hello",
+            beside=False,  # shown for reference only: its ratio is to the hello row
         )
         run.rss.append((label, started, settled_rss(server)))
 
@@ -214,7 +243,8 @@ def argon2_parameters() -> tuple[int, int, int]:
     return s.ARGON2_MEMORY_COST, s.ARGON2_TIME_COST, s.ARGON2_PARALLELISM
 
 
-def bench_argon2(run: Run, when: str) -> None:
+def bench_argon2(run: Run) -> None:
+    """Bare argon2id verification at the start (its row in the table), and its probe."""
     cores = os.cpu_count() or 1
     m, t, p = argon2_parameters()
     if run.warmup:
@@ -222,7 +252,8 @@ def bench_argon2(run: Run, when: str) -> None:
     result = best_of(
         [argon2_verify_throughput(m, t, p, run.seconds, cores) for _ in range(run.repeats)]
     )
-    run.record(Row("argon2", f"argon2id verify x{cores} threads (ceiling, {when})", "—", result))
+    run.record(Row("argon2", f"argon2id verify x{cores} threads (ceiling)", "—", result))
+    run.probes["argon2"] = lambda: argon2_verify_throughput(m, t, p, run.ceiling_seconds, cores)
 
 
 # --- authsvc -----------------------------------------------------------------------------
@@ -251,27 +282,23 @@ def cpu_model() -> str:
 
 
 def ceiling_rates(run: Run) -> dict[str, float]:
-    """Each ceiling's req/s: the higher of its runs at the start and at the end. A ceiling run
-    that other work slowed down can then only lower a ratio, never flatter it."""
-    rates = {}
-    for key in ("hello", "argon2", "jwt"):
-        measured = [r.result.rate for r in run.rows if r.key == key]
-        if measured:
-            rates[key] = max(measured)
-    return rates
+    """Each ceiling's req/s in its own row (the start of the run): what the JWT ceiling, and
+    any scenario measured without runs of its ceiling beside it, are divided by."""
+    return {row.key: row.result.rate for row in run.rows if row.key in ("hello", "argon2", "jwt")}
+
+
+def ratio_of(row: Row, ceilings: dict[str, float]) -> float | None:
+    """req/s over the ceiling's: the best of the ceiling's runs beside this row's runs (a
+    ceiling run slowed by other work can then only lower the ratio), else its row's."""
+    if row.beside and max(row.beside) > 0:
+        return row.result.rate / max(row.beside)
+    if row.ceiling in ceilings and ceilings[row.ceiling] > 0:
+        return row.result.rate / ceilings[row.ceiling]
+    return None
 
 
 def report(run: Run, started: datetime, idle_before: float, elapsed: float) -> str:
     ceilings = ceiling_rates(run)
-    for key in ("hello", "argon2"):
-        measured = [r.result.rate for r in run.rows if r.key == key]
-        if len(measured) == 2 and min(measured) > 0:
-            drift = abs(measured[0] - measured[1]) / max(measured)
-            if drift > 0.10:
-                run.notes.append(
-                    f"the {key} ceiling moved {drift:.0%} between the start and the end of "
-                    "the run: other work competed for the cores; rerun for steadier ratios"
-                )
     if idle_before < 0.9:
         run.notes.append(
             f"the cores were only {idle_before:.0%} idle before the run: other processes "
@@ -292,16 +319,19 @@ def report(run: Run, started: datetime, idle_before: float, elapsed: float) -> s
         f"RATELIMIT_ENABLED=false, ES256; argon2id m={m} KiB, t={t}, p={p}",
         f"- machine idle before the run: {idle_before:.0%} of the CPU time; load average "
         f"(1 min) at the end: {os.getloadavg()[0]:.2f}",
-        "- ratio: req/s divided by its ceiling's req/s in this run (the higher of the ceiling's "
-        "runs at the start and at the end); hello for /me, refresh and register, bare argon2id "
-        "verification on as many threads as cores for login",
+        "- ratio: req/s divided by its ceiling's req/s: the best of the ceiling's runs of "
+        f"{run.ceiling_seconds:g} s made before each of the scenario's runs and after the last "
+        "(column 'ceiling beside': best, and lowest); hello for /me, refresh and register, bare "
+        "argon2id verification on as many threads as cores for login",
         "",
-        "| scenario | backend | req/s | p50 ms | p99 ms | non-2xx | ratio | target |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| scenario | backend | req/s | p50 ms | p99 ms | non-2xx | ceiling beside | ratio "
+        "| target |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in run.rows:
         r = row.result
-        ratio = r.rate / ceilings[row.ceiling] if row.ceiling in ceilings else None
+        ratio = ratio_of(row, ceilings)
+        beside = f"{max(row.beside):,.0f} ({min(row.beside):,.0f})" if row.beside else ""
         ratio_text = ""
         if ratio is not None:
             ratio_text = f"{ratio:.{2 if ratio >= 0.1 else 3}f} x {row.ceiling}"
@@ -309,7 +339,7 @@ def report(run: Run, started: datetime, idle_before: float, elapsed: float) -> s
         non2xx = str(r.non2xx) + (f" (+{r.errors} socket errors)" if r.errors else "")
         lines.append(
             f"| {row.label} | {row.backend} | {r.rate:,.0f} | {r.p50_ms:.2f} | "
-            f"{r.p99_ms:.2f} | {non2xx} | {ratio_text} | "
+            f"{r.p99_ms:.2f} | {non2xx} | {beside} | {ratio_text} | "
             f"{target.check(ratio, r) if target else ''} |"
         )
     lines += ["", "RSS of each gunicorn worker (MiB), once started and after its scenarios:", ""]
@@ -337,6 +367,7 @@ def workers_note() -> str:
 def main() -> int:
     quick = os.environ.get("BENCH_QUICK", "").lower() in ("1", "true", "yes")
     seconds = float(os.environ.get("BENCH_SECONDS") or (4 if quick else 8))
+    ceiling_seconds = 2.0 if quick else 4.0
     repeats = int(os.environ.get("BENCH_REPEATS") or (1 if quick else 3))
     warmup = 1.0 if quick else 3.0
     backends = [
@@ -357,7 +388,15 @@ def main() -> int:
         return 2
     idle_before = cpu_idle_fraction(1.0)
     with tempfile.TemporaryDirectory(prefix="authsvc-bench-") as tmp:
-        run = Run(quick, seconds, warmup, wrk, Path(tmp), repeats=max(1, repeats))
+        run = Run(
+            quick,
+            seconds,
+            warmup,
+            wrk,
+            Path(tmp),
+            repeats=max(1, repeats),
+            ceiling_seconds=ceiling_seconds,
+        )
         run.versions = {
             "Python": platform.python_version(),
             "SQLite": sqlite3.sqlite_version,
@@ -371,22 +410,23 @@ def main() -> int:
         )
         try:
             print("ceilings:", flush=True)
-            bench_hello(run, "hello (ceiling, start)")
-            bench_jwt(run)
-            bench_argon2(run, "start")
-            if "sqlite" in backends:
-                bench_authsvc(run, "sqlite", f"sqlite:///{run.workdir / 'authsvc-bench.db'}")
-            if "postgresql" in backends:
-                try:
-                    with postgres_scratch_database() as (url, version):
-                        run.versions["PostgreSQL"] = version
-                        bench_authsvc(run, "postgresql", url)
-                except DatabaseUnavailable as exc:
-                    print(f"skipping PostgreSQL: {exc}", flush=True)
-                    run.notes.append(f"PostgreSQL skipped: {exc}")
-            print("ceilings again:", flush=True)
-            bench_argon2(run, "end")
-            bench_hello(run, "hello (ceiling, end)")
+            hello = hello_server(run)
+            with serving(hello):  # up for the whole run: its probes run beside the scenarios
+                hello_rss = hello.worker_rss_mib()
+                bench_hello(run, hello)
+                bench_jwt(run)
+                bench_argon2(run)
+                if "sqlite" in backends:
+                    bench_authsvc(run, "sqlite", f"sqlite:///{run.workdir / 'authsvc-bench.db'}")
+                if "postgresql" in backends:
+                    try:
+                        with postgres_scratch_database() as (url, version):
+                            run.versions["PostgreSQL"] = version
+                            bench_authsvc(run, "postgresql", url)
+                    except DatabaseUnavailable as exc:
+                        print(f"skipping PostgreSQL: {exc}", flush=True)
+                        run.notes.append(f"PostgreSQL skipped: {exc}")
+                run.rss.append(("hello (ceiling)", hello_rss, settled_rss(hello)))
         except BenchError as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 1
