@@ -234,6 +234,8 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         gunicorn = Path(sys.executable).parent / "gunicorn"
+        # gunicorn.conf.py applies (gunicorn reads it from the working directory), with its
+        # worker class: what a deployment runs.
         self.process = subprocess.Popen(
             [
                 str(gunicorn),
@@ -241,8 +243,6 @@ class LiveServer:
                 f"127.0.0.1:{self.port}",
                 "--workers",
                 str(workers),
-                "--worker-class",
-                "gthread",
                 "--threads",
                 str(threads),
                 "--log-level",

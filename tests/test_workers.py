@@ -8,21 +8,17 @@ import json
 import logging
 import multiprocessing
 import os
-import subprocess
-import sys
+import signal
 import time
-import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from gunicorn.config import Config
 
-from authsvc.workers import ConnectionTable
-from conftest import ROOT, free_port, server_env
-
-BIN = Path(sys.executable).parent
+from authsvc.workers import BalancedThreadWorker, ConnectionTable, worker_exited
 
 
 class FakeClock:
@@ -82,71 +78,41 @@ def test_forked_workers_and_their_master_share_the_table():
     assert table.fewest_elsewhere(master_row) == 3
 
 
+def test_a_worker_takes_a_row_in_the_master_and_gives_it_back_when_it_has_exited():
+    made: list[BalancedThreadWorker] = []
+
+    def worker() -> BalancedThreadWorker:  # made as gunicorn's master makes them, before forking
+        made.append(
+            BalancedThreadWorker(1, os.getpid(), [], None, 30, Config(), logging.getLogger())
+        )
+        return made[-1]
+
+    try:
+        first, second = worker(), worker()
+        rows = (first._row, second._row)
+        assert None not in rows and rows[0] != rows[1]
+        worker_exited(first)
+        assert worker()._row == rows[0]
+    finally:
+        for each in made:
+            each.tmp.close()
+
+
 # --- real gunicorn ------------------------------------------------------------------------
 
 
-class ConfiguredGunicorn:
-    """gunicorn started the way deployments start it: `-c gunicorn.conf.py wsgi:app`."""
-
-    def __init__(self, env: dict[str, str], access_log: Path) -> None:
-        self.port = free_port()
-        self.access_log = access_log
-        self.process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
-            env={
-                **env,
-                "AUTHSVC_BIND": f"127.0.0.1:{self.port}",
-                "GUNICORN_ACCESS_LOG": str(access_log),
-            },
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-
-    def served_by(self) -> dict[str, int]:
-        """Request id -> pid of the worker that served it, from the JSON access log."""
-        if not self.access_log.exists():
-            return {}
-        lines = [json.loads(line) for line in self.access_log.read_text().splitlines() if line]
-        return {line["request_id"]: line["pid"] for line in lines if "request_id" in line}
-
-    def wait_for_workers(self, count: int) -> None:
-        """Until `count` different workers have served a request (each has booted)."""
-        deadline = time.monotonic() + 60
-        n = 0
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.process.stderr.read().decode()}")
-            n += 1
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{self.port}/healthz", headers={"X-Request-ID": f"boot-{n}"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    response.read()
-            except OSError:
-                time.sleep(0.1)
-                continue
-            if len(set(self.served_by().values())) >= count:
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"fewer than {count} gunicorn workers served within 60 s")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
+def _served_by(access_log: Path) -> dict[str, int]:
+    """Request id -> pid of the worker that served it, from the JSON access log."""
+    if not access_log.exists():
+        return {}
+    lines = [json.loads(line) for line in access_log.read_text().splitlines() if line]
+    return {line["request_id"]: line["pid"] for line in lines if "request_id" in line}
 
 
-def _served_pids(server: ConfiguredGunicorn, ids: list[str]) -> list[int]:
+def _served_pids(access_log: Path, ids: list[str]) -> list[int]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # access log lines are written after the response
-        served = server.served_by()
+        served = _served_by(access_log)
         if all(i in served for i in ids):
             return [served[i] for i in ids]
         time.sleep(0.05)
@@ -168,105 +134,91 @@ def _open_and_use(port: int, count: int, label: str) -> tuple[list[Any], list[st
     return connections, ids
 
 
-def test_a_worker_takes_a_row_in_the_master_and_gives_it_back_when_it_has_exited():
-    from authsvc.workers import BalancedThreadWorker, worker_exited
+class TwoWorkers:
+    """gunicorn with gunicorn.conf.py's worker, 2 workers x 4 threads, both booted; the
+    connections a test keeps open are closed after it."""
 
-    made: list[BalancedThreadWorker] = []
-
-    def worker() -> BalancedThreadWorker:  # made as gunicorn's master makes them, before forking
-        made.append(
-            BalancedThreadWorker(1, os.getpid(), [], None, 30, Config(), logging.getLogger())
-        )
-        return made[-1]
-
-    try:
-        first, second = worker(), worker()
-        rows = (first._row, second._row)
-        assert None not in rows and rows[0] != rows[1]
-        worker_exited(first)
-        assert worker()._row == rows[0]
-    finally:
-        for each in made:
-            each.tmp.close()
-
-
-@pytest.mark.slow
-def test_kept_alive_connections_are_spread_evenly_over_the_workers(app, base_config, tmp_path):
-    env = server_env(base_config, WEB_CONCURRENCY=2, GUNICORN_THREADS=4)
-    server = ConfiguredGunicorn(env, tmp_path / "access.log")
-    held: list[Any] = []
-    try:
-        server.wait_for_workers(2)
-        time.sleep(0.5)  # the probes' connections, closed by urllib, are closed server-side
-        for burst in range(3):
-            # Eight connections at once, like a proxy's keep-alive pool (or the benchmark's
-            # load generator): plain gthread often gives one worker 6, 7 or all 8 of them.
-            connections, ids = _open_and_use(server.port, 8, f"burst{burst}")
-            held.extend(connections)
-            per_worker = Counter(_served_pids(server, ids))
-            assert sorted(per_worker.values()) == [4, 4], per_worker
-            for connection in connections:
-                connection.close()
-            held.clear()
-            time.sleep(0.5)
-        # One worker holding connections: the next ones go to the other until they are even.
-        first, first_ids = _open_and_use(server.port, 1, "lone")
-        held.extend(first)
-        lone_pid = _served_pids(server, first_ids)[0]
-        connections, ids = _open_and_use(server.port, 3, "after")
-        held.extend(connections)
-        per_worker = Counter(_served_pids(server, ids))
-        assert per_worker[lone_pid] == 1 and sorted(per_worker.values()) == [1, 2], per_worker
-    finally:
-        for connection in held:
-            connection.close()
-        server.stop()
-
-
-@pytest.mark.slow
-def test_a_worker_that_dies_leaves_the_connections_to_the_others(app, base_config, tmp_path):
-    env = server_env(base_config, WEB_CONCURRENCY=2, GUNICORN_THREADS=4)
-    server = ConfiguredGunicorn(env, tmp_path / "access.log")
-    held: list[Any] = []
-    try:
-        server.wait_for_workers(2)
-        time.sleep(0.5)
-        connections, ids = _open_and_use(server.port, 4, "before")
-        pids = _served_pids(server, ids)
-        assert sorted(Counter(pids).values()) == [2, 2]
-        victim = pids[0]
-        survivor = next(pid for pid in pids if pid != victim)
-        for connection, pid in zip(connections, pids, strict=True):
-            if pid == victim:
-                connection.close()  # the victim is left with none: the fewest
-            else:
-                held.append(connection)
-        time.sleep(0.5)
-        # A request on one of its connections makes the survivor look at the table again:
-        # it has more than the victim, so it stops listening.
-        held[0].request("GET", "/healthz", headers={"X-Request-ID": "survivor-look"})
-        held[0].getresponse().read()
-        time.sleep(0.2)
-        os.kill(victim, 9)
-        # The master frees the dead worker's row at once: its last word ("none") must not
-        # keep the survivor from listening until the replacement has booted.
-        connections, ids = _open_and_use(server.port, 1, "meanwhile")
-        held.extend(connections)
-        assert _served_pids(server, ids) == [survivor]
+    def __init__(self, live_server: Any, access_log: Path) -> None:
+        self.access_log = access_log
+        self.server = live_server(workers=2, threads=4, GUNICORN_ACCESS_LOG=str(access_log))
+        self.port = self.server.port
+        self.held: list[Any] = []
         deadline = time.monotonic() + 60
-        while True:  # probes, closed at once, until the replacement serves one
-            assert time.monotonic() < deadline, "no replacement worker served within 60 s"
-            connections, ids = _open_and_use(server.port, 1, f"probe{time.monotonic_ns()}")
+        n = 0
+        while len(set(_served_by(access_log).values())) < 2:  # until each has served
+            assert time.monotonic() < deadline, "fewer than 2 workers served within 60 s"
+            n += 1
+            connections, _ = _open_and_use(self.port, 1, f"boot{n}")
             connections[0].close()
-            if _served_pids(server, ids)[0] not in (victim, survivor):
-                break
-        time.sleep(0.5)
-        # The survivor holds 3 of our connections, the replacement none: it gets the next 3.
-        connections, ids = _open_and_use(server.port, 3, "after")
-        held.extend(connections)
-        per_worker = Counter(_served_pids(server, ids))
-        assert len(per_worker) == 1 and survivor not in per_worker and victim not in per_worker
-    finally:
-        for connection in held:
+            time.sleep(0.05)
+        time.sleep(0.5)  # those connections, closed here, are closed there too
+
+    def open(self, count: int, label: str) -> tuple[list[Any], list[int]]:
+        """`count` new connections at once, kept open, and the pid serving each."""
+        connections, ids = _open_and_use(self.port, count, label)
+        self.held.extend(connections)
+        return connections, _served_pids(self.access_log, ids)
+
+    def close_all(self) -> None:
+        for connection in self.held:
             connection.close()
-        server.stop()
+        self.held.clear()
+
+
+@pytest.fixture
+def two_workers(app: Any, live_server: Any, tmp_path: Path) -> Iterator[TwoWorkers]:
+    servers = TwoWorkers(live_server, tmp_path / "access.log")
+    yield servers
+    servers.close_all()
+
+
+@pytest.mark.slow
+def test_kept_alive_connections_are_spread_evenly_over_the_workers(two_workers):
+    for burst in range(3):
+        # Eight connections at once, like a proxy's keep-alive pool (or the benchmark's load
+        # generator): plain gthread often gives one worker 6, 7 or all 8 of them.
+        _, pids = two_workers.open(8, f"burst{burst}")
+        assert sorted(Counter(pids).values()) == [4, 4], Counter(pids)
+        two_workers.close_all()
+        time.sleep(0.5)
+    # One worker holding a connection: the next ones go to the other until they are even.
+    _, [lone_pid] = two_workers.open(1, "lone")
+    _, pids = two_workers.open(3, "after")
+    per_worker = Counter(pids)
+    assert per_worker[lone_pid] == 1 and sorted(per_worker.values()) == [1, 2], per_worker
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_leaves_the_connections_to_the_others(two_workers):
+    connections, pids = two_workers.open(4, "before")
+    assert sorted(Counter(pids).values()) == [2, 2]
+    victim = pids[0]
+    survivor = next(pid for pid in pids if pid != victim)
+    kept = [c for c, pid in zip(connections, pids, strict=True) if pid == survivor]
+    for connection, pid in zip(connections, pids, strict=True):
+        if pid == victim:
+            connection.close()  # the victim is left with none: the fewest
+    time.sleep(0.5)
+    # A request on one of its connections makes the survivor look at the table again: it has
+    # more than the victim, so it stops listening.
+    kept[0].request("GET", "/healthz", headers={"X-Request-ID": "survivor-look"})
+    kept[0].getresponse().read()
+    time.sleep(0.2)
+    os.kill(victim, signal.SIGKILL)
+    # The master frees the dead worker's row at once: its last word ("none") must not keep
+    # the survivor from listening until the replacement has booted.
+    _, served = two_workers.open(1, "meanwhile")
+    assert served == [survivor]
+    deadline = time.monotonic() + 60
+    n = 0
+    while True:  # probes, closed at once, until the replacement serves one
+        assert time.monotonic() < deadline, "no replacement worker served within 60 s"
+        n += 1
+        probes, ids = _open_and_use(two_workers.port, 1, f"probe{n}")
+        probes[0].close()
+        if _served_pids(two_workers.access_log, ids)[0] not in (victim, survivor):
+            break
+    time.sleep(0.5)
+    # The survivor holds 3 of our connections, the replacement none: it gets the next 3.
+    _, pids = two_workers.open(3, "after")
+    assert len(set(pids)) == 1 and pids[0] not in (victim, survivor), pids
