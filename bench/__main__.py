@@ -7,14 +7,13 @@ settings, and drives each with wrk (8 keep-alive connections, 2 threads; the bes
 of 8 s per scenario and ceiling, since other work on a shared machine only slows a run down).
 Bare argon2id verification on the same cores is the ceiling for login. Each scenario's ratio
 is taken to runs of its ceiling made beside its own (one before each of its runs and one after
-the last, 4 s each): this machine's speed drifts over minutes, and a ceiling measured once at
-the start would flatter or wrong whatever ran in a faster or slower stretch. Prints a table
+the last, 4 s each): this machine's speed drifts over minutes, and a ceiling measured only at
+the start would flatter or penalise whatever ran in a faster or slower stretch. Prints a table
 (also written to bench/results/latest.md) with each figure's ratio, and the RSS of every
 gunicorn worker after its run.
 
 Environment: BENCH_QUICK=1 (short run, under two minutes: one run of 4 s each, ceiling runs of
-2 s), BENCH_SECONDS
-(per run), BENCH_REPEATS (runs per scenario and ceiling),
+2 s), BENCH_SECONDS (per run), BENCH_REPEATS (runs per scenario and ceiling),
 BENCH_DATABASE_URL (PostgreSQL server for the scratch database; default TEST_DATABASE_URL,
 then postgresql+psycopg://postgres@127.0.0.1:5432/test), BENCH_BACKENDS (default
 "sqlite,postgresql").
