@@ -331,10 +331,13 @@ def report(run: Run, started: datetime, idle_before: float, elapsed: float) -> s
         r = row.result
         ratio = ratio_of(row, ceilings)
         beside = f"{max(row.beside):,.0f} ({min(row.beside):,.0f})" if row.beside else ""
+        target = TARGETS.get((row.key, row.backend))
         ratio_text = ""
         if ratio is not None:
-            ratio_text = f"{ratio:.{2 if ratio >= 0.1 else 3}f} x {row.ceiling}"
-        target = TARGETS.get((row.key, row.backend))
+            # Three decimals where two would round onto the target's line (0.849: "0.85").
+            line = target.ratio if target is not None else None
+            near = line is not None and abs(ratio - line) < 0.005
+            ratio_text = f"{ratio:.{2 if ratio >= 0.1 and not near else 3}f} x {row.ceiling}"
         non2xx = str(r.non2xx) + (f" (+{r.errors} socket errors)" if r.errors else "")
         lines.append(
             f"| {row.label} | {row.backend} | {r.rate:,.0f} | {r.p50_ms:.2f} | "
