@@ -10,8 +10,10 @@ gthread split the connections 4-4 in 1 run of 12 and 7-1 or 8-0 in 4; the CPU th
 
 Here the master and its workers share a table of each worker's open connections, and a worker
 listens for new ones only while its count is the lowest (ties included). Someone is always
-listening: the worker with the fewest. A worker that has stopped listening looks again every
-`IDLE_POLL` seconds even when nothing happens on its own connections. A worker that exits
+listening: the worker with the fewest. Each worker looks at the table after every event on
+its own connections, and at least every `LISTENING_POLL` seconds (`IDLE_POLL` while it is not
+listening) when there is none, so a worker whose connections are all idle stops or resumes
+listening within that time of the others' counts moving. A worker that exits
 frees its row; one that stops updating its row for `STALE` seconds (dead, or its loop stuck)
 is ignored by the others.
 """
@@ -28,7 +30,8 @@ from gunicorn.workers.gthread import ThreadWorker
 ROWS = 64  # workers balanced per master; beyond that a worker just accepts, as gthread does
 STALE = 2.0  # seconds without an update after which a row is ignored
 _STALE_NS = int(STALE * 1e9)
-IDLE_POLL = 0.02  # seconds between looks of a worker that is not listening
+IDLE_POLL = 0.02  # seconds between looks at the table of a worker that is not listening
+LISTENING_POLL = 0.1  # ... of one that is (gthread's own loop would wait up to 1 s)
 _FREE = -1  # the count of a row no worker holds
 _ASIDE = 2**62  # the count of a worker starting or stopping: never the lowest
 
@@ -119,9 +122,10 @@ class BalancedThreadWorker(ThreadWorker):
             table.publish(row, _ASIDE)  # stopping: the others take the new connections
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        if not self._accepting:
-            timeout = min(timeout, IDLE_POLL)
-        super().wait_for_and_dispatch_events(timeout)
+        # gthread looks again after each event; a worker whose connections are all idle would
+        # otherwise keep listening (or not) for up to a second after the others' counts moved.
+        poll = LISTENING_POLL if self._accepting else IDLE_POLL
+        super().wait_for_and_dispatch_events(min(timeout, poll))
 
     def free_row(self) -> None:
         """Give this worker's row back (the master, when the worker has exited)."""
