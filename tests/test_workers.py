@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,15 +143,24 @@ class TwoWorkers:
         self.server = live_server(workers=2, threads=4, GUNICORN_ACCESS_LOG=str(access_log))
         self.port = self.server.port
         self.held: list[Any] = []
+        self._probes = 0
+        first = self.probe_until(lambda pid: True)
+        self.probe_until(lambda pid: pid != first)  # each worker has booted and served
+
+    def probe_until(self, wanted: Callable[[int], bool]) -> int:
+        """One-request connections, closed at once, until a worker `wanted` serves one; its
+        pid. Waits until the server has closed them too."""
         deadline = time.monotonic() + 60
-        n = 0
-        while len(set(_served_by(access_log).values())) < 2:  # until each has served
-            assert time.monotonic() < deadline, "fewer than 2 workers served within 60 s"
-            n += 1
-            connections, _ = _open_and_use(self.port, 1, f"boot{n}")
+        while True:
+            assert time.monotonic() < deadline, "no wanted worker served within 60 s"
+            self._probes += 1
+            connections, ids = _open_and_use(self.port, 1, f"probe{self._probes}")
             connections[0].close()
+            [pid] = _served_pids(self.access_log, ids)
+            if wanted(pid):
+                time.sleep(0.5)
+                return pid
             time.sleep(0.05)
-        time.sleep(0.5)  # those connections, closed here, are closed there too
 
     def open(self, count: int, label: str) -> tuple[list[Any], list[int]]:
         """`count` new connections at once, kept open, and the pid serving each."""
@@ -209,16 +218,7 @@ def test_a_worker_that_dies_leaves_the_connections_to_the_others(two_workers):
     # the survivor from listening until the replacement has booted.
     _, served = two_workers.open(1, "meanwhile")
     assert served == [survivor]
-    deadline = time.monotonic() + 60
-    n = 0
-    while True:  # probes, closed at once, until the replacement serves one
-        assert time.monotonic() < deadline, "no replacement worker served within 60 s"
-        n += 1
-        probes, ids = _open_and_use(two_workers.port, 1, f"probe{n}")
-        probes[0].close()
-        if _served_pids(two_workers.access_log, ids)[0] not in (victim, survivor):
-            break
-    time.sleep(0.5)
+    two_workers.probe_until(lambda pid: pid not in (victim, survivor))  # the replacement
     # The survivor holds 3 of our connections, the replacement none: it gets the next 3.
     _, pids = two_workers.open(3, "after")
     assert len(set(pids)) == 1 and pids[0] not in (victim, survivor), pids
