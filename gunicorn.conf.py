@@ -1,13 +1,11 @@
 """gunicorn settings for authsvc (`gunicorn -c gunicorn.conf.py wsgi:app`).
 
-Workers from the CPU count (WEB_CONCURRENCY overrides), gthread with GUNICORN_THREADS each
-(new connections go to the worker with the fewest: authsvc/workers.py),
-graceful restarts, JSON lines for gunicorn's own log and the access log (GUNICORN_ACCESS_LOG:
-a file, "-" for stdout, "off" for none), Prometheus multiprocess mode for /metrics, and the
+Workers from the CPU count (WEB_CONCURRENCY overrides), gunicorn's own gthread worker with
+GUNICORN_THREADS threads each, graceful restarts, JSON lines for gunicorn's own log and the
+access log (GUNICORN_ACCESS_LOG: a file, "-" for stdout, "off" for none), Prometheus
+multiprocess mode for /metrics, and the
 settings checked once in the master so that a bad configuration stops the start with its
 reason instead of a crash loop of workers.
-
-GUNICORN_SWITCH_INTERVAL sets each worker's GIL switch interval (seconds, default 0.0005).
 
 AUTHSVC_GUNICORN_PROFILE=bench selects the benchmark profile (2 gthread workers x 4 threads,
 no access log), the same settings `make bench` gives its ceilings.
@@ -15,7 +13,6 @@ no access log), the same settings `make bench` gives its ceilings.
 
 import os
 import shutil
-import sys
 import tempfile
 
 
@@ -30,8 +27,7 @@ profile = os.environ.get("AUTHSVC_GUNICORN_PROFILE", "default")
 
 bind = os.environ.get("AUTHSVC_BIND", "127.0.0.1:8000")
 # argon2-cffi releases the GIL while hashing, so a few threads per worker keep cores busy.
-# gthread, with new connections going to the worker that has the fewest (authsvc/workers.py).
-worker_class = "authsvc.workers.BalancedThreadWorker"
+worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", _cpu_count()))
 threads = int(os.environ.get("GUNICORN_THREADS", 4))
 timeout = 30  # a worker silent this long is killed and replaced
@@ -81,9 +77,6 @@ def on_starting(server):
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
-    from authsvc.workers import worker_exited
-
-    worker_exited(worker)
     multiprocess.mark_process_dead(worker.pid)
 
 
@@ -91,12 +84,3 @@ def on_exit(server):
     own = os.environ.get("AUTHSVC_OWN_METRICS_DIR")
     if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shutil.rmtree(own, ignore_errors=True)
-
-
-def post_worker_init(worker):
-    # A thread that waits for the GIL (back from SQLite, PostgreSQL or argon2) asks the
-    # running one to let go only after this interval, 5 ms by default. A thread holding
-    # SQLite's write lock or a pooled connection meanwhile holds up every other request that
-    # needs it; 0.5 ms hands the GIL over sooner (make bench: /me and refresh faster, p99
-    # lower on both backends).
-    sys.setswitchinterval(float(os.environ.get("GUNICORN_SWITCH_INTERVAL", "0.0005")))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +24,6 @@ def schema_head() -> str:
     return head
 
 
-class App(Flask):
-    """Flask, remembering which of its (fixed set of) views and hooks are plain functions:
-    every request asks ensure_sync of each, and the answer never changes."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
-
-    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        try:
-            return self._sync[func]
-        except KeyError:
-            sync = super().ensure_sync(func)
-            if len(self._sync) < 10_000:  # bounded, whatever a caller passes
-                self._sync[func] = sync
-            return sync
-        except TypeError:  # unhashable
-            return super().ensure_sync(func)
-
-
 def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> Flask:
     """Build the app. `config` overrides the environment; `clock` replaces the system clock."""
     from . import cli, db, metrics
@@ -53,7 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
     from .security.passwords import Passwords
     from .services.keys import KeyRing
 
-    app = App(__name__)
+    app = Flask(__name__)
     settings = load_settings(config, instance_path=app.instance_path)
     configure_logging(settings.LOG_LEVEL)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_CONTENT_LENGTH

@@ -40,6 +40,9 @@ class Settings:
     REFRESH_TOKEN_TTL: int = 7 * 24 * 3600
     SESSION_MAX_LIFETIME: int = 30 * 24 * 3600
     REFRESH_REUSE_GRACE: int = 10
+    # A retry within the grace window from another IP or user agent: recorded as
+    # refresh_token_replayed; with this on, also treated as reuse (the session ends).
+    REFRESH_REUSE_GRACE_BIND: bool = False
     PASSWORD_RESET_TTL: int = 1800
 
     JWT_ALGORITHM: str = "ES256"

@@ -9,6 +9,9 @@ class AuthError(Exception):
     status: int = 400
     code: str = "bad_request"
     title: str = "Bad request"
+    # True for an error whose use case's writes must stand: `db.transaction` commits them
+    # before the error propagates (reuse detection ends the session, then answers 401).
+    keeps_effects: bool = False
 
     def __init__(self, detail: str | None = None, *, errors: dict | None = None) -> None:
         super().__init__(detail or self.title)
@@ -73,6 +76,7 @@ class MissingToken(Unauthorized):
 
 class RefreshTokenReused(Unauthorized):
     code, title = "refresh_token_reused", "Refresh token reused; session revoked"
+    keeps_effects = True
 
 
 class InvalidResetToken(AuthError):

@@ -30,6 +30,16 @@ PASSWORD = "correct horse battery staple"
 CHEAP_ARGON2 = {"ARGON2_MEMORY_COST": 64, "ARGON2_TIME_COST": 1, "ARGON2_PARALLELISM": 1}
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `plans` (EXPLAIN of the hot statements) run only when asked for."""
+    if "plans" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="EXPLAIN checks are opt-in: pytest -m plans")
+    for item in items:
+        if "plans" in item.keywords:
+            item.add_marker(skip)
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.attributes["url"] = url

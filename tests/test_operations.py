@@ -225,7 +225,7 @@ def _gunicorn_config(**env: str) -> dict[str, str]:
 def test_gunicorn_profiles():
     default = _gunicorn_config()
     assert int(default["workers"]) == len(os.sched_getaffinity(0))
-    assert default["worker_class"] == "authsvc.workers.BalancedThreadWorker"
+    assert default["worker_class"] == "gthread"  # stock gunicorn
     assert int(default["graceful_timeout"]) > 0
     assert default["logger_class"] == "authsvc.logs.GunicornLogger"
     bench = _gunicorn_config(AUTHSVC_GUNICORN_PROFILE="bench")

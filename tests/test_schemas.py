@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from authsvc.api import schemas
 from authsvc.api.parsing import simple_loader
 from authsvc.models import User
-from authsvc.services.common import TokenPair
-from authsvc.services.fastpath import UserInfo
+from authsvc.services.common import TokenPair, UserInfo
 from conftest import PASSWORD, bearer
 
 BODY_SCHEMAS = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..db import get_engine, get_session
+from ..db import get_session
 from ..services import accounts
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .limits import login_throttle, rate_limited
@@ -36,9 +36,7 @@ def login(args: dict) -> object:
     """Log in with email and password"""
     client = client_info()
     with login_throttle(args["email"], client):
-        return accounts.login(
-            get_engine(), get_session, runtime(), args["email"], args["password"], client
-        )
+        return accounts.login(get_session(), runtime(), args["email"], args["password"], client)
 
 
 @blp.get("/me")

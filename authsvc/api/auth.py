@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import current_app, g, request
 
-from ..db import get_engine
+from ..db import get_session
 from ..errors import InvalidToken, MissingToken
 from ..runtime import Runtime
 from ..services.common import ClientInfo
@@ -65,7 +65,7 @@ def bearer_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        g.principal = authenticate_access_token(get_engine(), runtime(), bearer_token())
+        g.principal = authenticate_access_token(get_session(), runtime(), bearer_token())
         return view(*args, **kwargs)
 
     return wrapper

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..db import get_engine, get_session
+from ..db import get_session
 from ..services import tokens
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .limits import rate_limited
@@ -21,7 +21,7 @@ blp = Blueprint("tokens", __name__, url_prefix="/api/auth", description="Tokens"
 def refresh(args: dict) -> object:
     """Exchange a refresh token for a new pair (the presented token is spent)"""
     return tokens.rotate_refresh_token(
-        get_engine(), get_session, runtime(), args["refresh_token"], client_info()
+        get_session(), runtime(), args["refresh_token"], client_info()
     )
 
 

@@ -22,7 +22,6 @@ def create_user_command(email: str, name: str | None, password: str) -> None:
     db = get_session()
     try:
         user = create_user(db, current_app.extensions["authsvc"], email, password, name)
-        db.commit()
     except AuthError as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"created user {user.id} <{user.email}>")

@@ -179,10 +179,6 @@ class Passwords:
         # Verified against when the email is unknown, so that both paths cost one argon2 run.
         with self._turns:
             self._dummy_hash = self._hasher.hash("authsvc timing equaliser")
-        # A hash made under the current parameters: this exact head (type, version, m, t, p),
-        # then a salt and a digest of these lengths. Checked by `needs_rehash` without parsing.
-        head, salt, digest = self._dummy_hash.rsplit("$", 2)
-        self._current = (head + "$", len(salt), len(digest))
 
     def hash(self, password: str) -> str:
         password = normalise(password)
@@ -200,12 +196,7 @@ class Passwords:
         return matched and password_hash is not None
 
     def needs_rehash(self, password_hash: str) -> bool:
-        """True unless `password_hash` was made under the current parameters (and lengths)."""
-        head, salt_len, digest_len = self._current
-        if password_hash.startswith(head):
-            rest = password_hash[len(head) :].split("$")
-            if len(rest) == 2 and len(rest[0]) == salt_len and len(rest[1]) == digest_len:
-                return False
+        """True unless `password_hash` was made under the current parameters."""
         try:
             return self._hasher.check_needs_rehash(password_hash)
         except InvalidHashError:

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..db import begin_write
+from .. import queries as q
+from ..db import transaction
 from ..errors import EmailTaken, InvalidCredentials, ValidationFailed, WeakPassword
 from ..models import User
 from ..runtime import Runtime
 from ..security.passwords import password_problem
-from .common import ClientInfo, TokenPair
+from .common import ClientInfo, TokenPair, UserInfo
 from .events import record_event
-from .fastpath import Credentials, fast_path, start_login_session
 from .tokens import start_session
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit
@@ -51,114 +51,110 @@ def _clean_name(name: str | None) -> str | None:
     return name or None
 
 
-def create_user(
-    db: Session, rt: Runtime, email: str, password: str, name: str | None = None
-) -> User:
-    """Add a user (policy-checked) to the caller's transaction; EmailTaken if it exists."""
+def _new_user(rt: Runtime, email: str, password: str, name: str | None) -> User:
     email = normalise_email(email)
     check_password_policy(rt, password, email)
     now = rt.clock()
-    user = User(
+    return User(
         email=email,
         name=_clean_name(name),
-        password_hash=rt.passwords.hash(password),
+        password_hash=rt.passwords.hash(password),  # slow; before the write lock
         created_at=now,
         password_changed_at=now,
     )
-    begin_write(db)
-    if db.scalar(select(User.id).where(User.email == email)) is not None:
-        db.rollback()
+
+
+def _add_user(db: Session, user: User) -> UserInfo:
+    """Within the caller's transaction; EmailTaken if the address is registered."""
+    if db.scalar(select(User.id).where(User.email == user.email)) is not None:
         raise EmailTaken("an account with this email already exists")
     db.add(user)
     try:
         db.flush()
     except IntegrityError:  # a concurrent registration won the unique index
-        db.rollback()
         raise EmailTaken("an account with this email already exists") from None
-    return user
+    return UserInfo(user.id, user.email, user.name, user.created_at)
+
+
+def create_user(
+    db: Session, rt: Runtime, email: str, password: str, name: str | None = None
+) -> UserInfo:
+    """Add a user (policy-checked); EmailTaken if the address is registered (the CLI)."""
+    user = _new_user(rt, email, password, name)
+    with transaction(db):
+        return _add_user(db, user)
 
 
 def register(
     db: Session, rt: Runtime, email: str, password: str, name: str | None, client: ClientInfo
 ) -> TokenPair:
     """Create the account and log it in on this device."""
-    user = create_user(db, rt, email, password, name)
-    pair = start_session(db, rt, user, client, user.created_at)
-    record_event(
-        db,
-        "login_succeeded",
-        now=user.created_at,
-        client=client,
-        user_id=user.id,
-        session_id=pair.session_id,
-        details={"method": "register"},
-    )
-    try:
-        db.commit()
-    except IntegrityError:
-        db.rollback()
-        raise EmailTaken("an account with this email already exists") from None
+    user = _new_user(rt, email, password, name)
+    with transaction(db):
+        info = _add_user(db, user)
+        pair = start_session(db, rt, info, user.password_hash, client, user.created_at)
+        _record_login(db, pair, client, user.created_at, {"method": "register"})
     return pair
 
 
-def login(
-    engine: Engine,
-    open_session: Callable[[], Session],
-    rt: Runtime,
-    email: str,
-    password: str,
-    client: ClientInfo,
-) -> TokenPair:
-    """Check the password (same cost for unknown emails) and start a session. A successful
-    login needs no ORM session; `open_session` gives one to a failure or a hash upgrade."""
+def login(db: Session, rt: Runtime, email: str, password: str, client: ClientInfo) -> TokenPair:
+    """Check the password (same cost for unknown emails) and start a session; the hash is
+    upgraded when the argon2 parameters have changed."""
     try:
         email = normalise_email(email)
     except ValidationFailed:
         email = None  # cannot exist; still pay for one argon2 verification below
-    fast = fast_path(engine)
-    found = fast.credentials(email) if email else None
-    # The slow hash runs outside any transaction; the writes below take the lock only after.
+    found = db.execute(q.CREDENTIALS, {"email": email}).first() if email else None
+    # The slow hash runs outside any transaction; the write below takes the lock only after.
     ok = rt.passwords.verify(found.password_hash if found else None, password)
-    now = rt.clock()
     if found is None or not ok:
-        db = open_session()
-        begin_write(db)
+        _record_failed_login(db, rt, found.id if found else None, client)
+        raise InvalidCredentials("invalid email or password")
+    user = UserInfo(found.id, found.email, found.name, found.created_at)
+    verified_hash = found.password_hash
+    new_hash = rt.passwords.hash(password) if rt.passwords.needs_rehash(verified_hash) else None
+    now = rt.clock()
+    with transaction(db):
+        if new_hash is not None:
+            replaced = db.execute(
+                q.REPLACE_PASSWORD_HASH,
+                {"uid": user.id, "verified_hash": verified_hash, "new_hash": new_hash, "now": now},
+            ).first()
+            if replaced is None:  # changed or reset meanwhile: the old password is no key
+                raise InvalidCredentials("invalid email or password")
+            verified_hash = new_hash
+        pair = start_session(db, rt, user, verified_hash, client, now)
+        _record_login(db, pair, client, now)
+    return pair
+
+
+def _record_login(
+    db: Session,
+    pair: TokenPair,
+    client: ClientInfo,
+    now: datetime,
+    details: dict[str, str] | None = None,
+) -> None:
+    record_event(
+        db,
+        "login_succeeded",
+        now=now,
+        client=client,
+        user_id=pair.user.id,
+        session_id=pair.session_id,
+        details=details,
+    )
+
+
+def _record_failed_login(
+    db: Session, rt: Runtime, user_id: uuid.UUID | None, client: ClientInfo
+) -> None:
+    with transaction(db):
         record_event(
             db,
             "login_failed",
-            now=now,
+            now=rt.clock(),
             client=client,
-            user_id=found.user.id if found else None,
-            details=None if found else {"reason": "unknown_email"},
+            user_id=user_id,
+            details=None if user_id else {"reason": "unknown_email"},
         )
-        db.commit()
-        raise InvalidCredentials("invalid email or password")
-    if rt.passwords.needs_rehash(found.password_hash):
-        return _login_upgrading_hash(open_session(), rt, found, password, client, now)
-    # The common case, off the ORM session: one statement on PostgreSQL.
-    return start_login_session(fast, rt, found.user, found.password_hash, client, now)
-
-
-def _login_upgrading_hash(
-    db: Session, rt: Runtime, found: Credentials, password: str, client: ClientInfo, now: datetime
-) -> TokenPair:
-    """Start the session and store the password's hash under the current argon2 parameters
-    (the first login after they changed), through the ORM."""
-    new_hash = rt.passwords.hash(password)  # before the write lock, like the verification
-    begin_write(db)
-    # Only the hash just verified is replaced: a password changed meanwhile stays changed.
-    db.execute(
-        update(User)
-        .where(User.id == found.user.id, User.password_hash == found.password_hash)
-        .values(password_hash=new_hash)
-    )
-    user = db.get(User, found.user.id)
-    if user is None:  # deleted since the lookup
-        db.rollback()
-        raise InvalidCredentials("invalid email or password")
-    pair = start_session(db, rt, user, client, now)
-    record_event(
-        db, "login_succeeded", now=now, client=client, user_id=user.id, session_id=pair.session_id
-    )
-    db.commit()
-    return pair

@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ..db import begin_write
+from ..db import transaction
 from ..errors import AuthError, InvalidClient, NotFound
-from ..models import AuthSession, ServiceClient
+from ..models import ServiceClient
 from ..runtime import Runtime
 from ..security.tokens import hash_token, new_token
-from .common import parse_uuid
+from .tokens import authenticate_access_token
 
 INACTIVE: dict[str, Any] = {"active": False}
 
@@ -32,23 +32,20 @@ def create_client(db: Session, rt: Runtime, name: str) -> tuple[ServiceClient, s
         secret_hash=hash_token(secret),
         created_at=rt.clock(),
     )
-    begin_write(db)
-    db.add(client)
-    db.commit()
+    with transaction(db):
+        db.add(client)
     return client, secret
 
 
 def revoke_client(db: Session, rt: Runtime, client_id: str) -> None:
-    begin_write(db)
-    result = db.execute(
-        update(ServiceClient)
-        .where(ServiceClient.id == client_id, ServiceClient.revoked_at.is_(None))
-        .values(revoked_at=rt.clock())
-    )
-    if result.rowcount != 1:
-        db.rollback()
-        raise NotFound(f"no active client {client_id}")
-    db.commit()
+    with transaction(db):
+        result = db.execute(
+            update(ServiceClient)
+            .where(ServiceClient.id == client_id, ServiceClient.revoked_at.is_(None))
+            .values(revoked_at=rt.clock())
+        )
+        if result.rowcount != 1:
+            raise NotFound(f"no active client {client_id}")
 
 
 def list_clients(db: Session) -> list[ServiceClient]:
@@ -72,23 +69,13 @@ def authenticate_client(db: Session, client_id: str, secret: str) -> ServiceClie
 def introspect(db: Session, rt: Runtime, client: ServiceClient, token: str) -> dict[str, Any]:
     """RFC 7662: the claims of a valid access token of a live session, else active=false."""
     try:
-        claims = rt.keys.verify_access_token(token, rt.clock())
+        principal = authenticate_access_token(db, rt, token)
     except AuthError:
         return INACTIVE
-    session_id = parse_uuid(claims.sid)
-    user_id = parse_uuid(claims.sub)
-    if session_id is None or user_id is None:
-        return INACTIVE
-    revoked = db.execute(
-        select(AuthSession.revoked_at).where(
-            AuthSession.id == session_id, AuthSession.user_id == user_id
-        )
-    ).first()
-    if revoked is None or revoked.revoked_at is not None:
-        return INACTIVE
+    claims = principal.claims.raw
     return {
         "active": True,
         "token_type": "access_token",
         "client_id": client.id,
-        **{k: claims.raw[k] for k in ("iss", "aud", "sub", "sid", "iat", "exp", "jti")},
+        **{k: claims[k] for k in ("iss", "aud", "sub", "sid", "iat", "exp", "jti")},
     }

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
 
-from ..models import USER_AGENT_MAX, User
+from ..models import USER_AGENT_MAX
 
-if TYPE_CHECKING:
-    from .fastpath import UserInfo
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A user as responses show it."""
+
+    id: uuid.UUID
+    email: str
+    name: str | None
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class TokenPair:
     refresh_token: str
     expires_in: int
     refresh_expires_in: int
-    user: User | UserInfo
+    user: UserInfo
     session_id: uuid.UUID
     token_type: str = "bearer"  # noqa: S105 (RFC 6749 token type)
 

@@ -18,6 +18,7 @@ EVENT_TYPES = frozenset(
         "login_succeeded",
         "login_failed",
         "refresh_token_reused",
+        "refresh_token_replayed",
         "logout",
         "logout_all",
         "session_revoked",
@@ -72,7 +73,7 @@ def log_event(
     session_id: uuid.UUID | None,
     details: dict[str, Any] | None,
 ) -> None:
-    """The event's JSON log line, for events stored outside the ORM session too (`fastpath`)."""
+    """The event's JSON log line."""
     log.info(
         json.dumps(
             {

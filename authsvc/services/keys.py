@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..config import ConfigError, Settings
-from ..db import begin_write
+from ..db import transaction
 from ..errors import NotFound, ServiceUnavailable
 from ..models import SigningKeyRecord
 from ..runtime import Clock
@@ -163,14 +163,13 @@ def rotate_key(
 
     The very first key signs at once: nothing is signing yet, so there is nothing to wait for.
     """
-    begin_write(db)
-    has_keys = db.scalar(
-        select(SigningKeyRecord.kid).where(SigningKeyRecord.revoked_at.is_(None)).limit(1)
-    )
-    record = create_key(
-        db, settings, now, algorithm=algorithm, prepublish=prepublish if has_keys else 0
-    )
-    db.commit()
+    with transaction(db):
+        has_keys = db.scalar(
+            select(SigningKeyRecord.kid).where(SigningKeyRecord.revoked_at.is_(None)).limit(1)
+        )
+        record = create_key(
+            db, settings, now, algorithm=algorithm, prepublish=prepublish if has_keys else 0
+        )
     log.info(
         "signing key %s (%s) created; signs from %s",
         record.kid,
@@ -182,16 +181,14 @@ def rotate_key(
 
 def revoke_key(db: Session, kid: str, now: datetime) -> None:
     """Withdraw a key at once (e.g. it leaked): tokens it signed stop verifying."""
-    begin_write(db)
-    result = db.execute(
-        update(SigningKeyRecord)
-        .where(SigningKeyRecord.kid == kid, SigningKeyRecord.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    if result.rowcount != 1:
-        db.rollback()
-        raise NotFound(f"no unrevoked key {kid}")
-    db.commit()
+    with transaction(db):
+        result = db.execute(
+            update(SigningKeyRecord)
+            .where(SigningKeyRecord.kid == kid, SigningKeyRecord.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        if result.rowcount != 1:
+            raise NotFound(f"no unrevoked key {kid}")
     log.warning("signing key %s revoked", kid)
 
 
@@ -276,12 +273,10 @@ class KeyRing:
             self._build(self._clock())
 
     def _create_development_key(self) -> list[SigningKeyRecord]:
-        with Session(self._engine, expire_on_commit=False) as db:
-            begin_write(db)
+        with Session(self._engine, expire_on_commit=False) as db, transaction(db):
             if db.scalar(select(SigningKeyRecord.kid).limit(1)) is None:
                 create_key(db, self._settings, self._clock(), prepublish=0, development=True)
                 log.info("generated a development signing key (never used in production)")
-            db.commit()
         return _load_records(self._engine)
 
     def _build(self, now: datetime) -> None:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from ..db import begin_write
+from ..db import transaction
 from ..models import AuthSession, PasswordResetToken, RefreshToken, SecurityEvent
 from ..runtime import Runtime
 
@@ -144,7 +144,6 @@ def _count(db: Session, report: PurgeReport) -> None:
     report.counts["security_events"] = count(
         select(SecurityEvent.id).where(_old_events(report.events_cutoff))
     )
-    db.rollback()
 
 
 def _delete_by_id(
@@ -154,11 +153,10 @@ def _delete_by_id(
     total = 0
     while True:
         batch = select(model.id).where(condition).limit(batch_size).scalar_subquery()
-        begin_write(db)
-        deleted = db.execute(
-            delete(model).where(model.id.in_(batch)), execution_options=_NO_SYNC
-        ).rowcount
-        db.commit()
+        with transaction(db):
+            deleted = db.execute(
+                delete(model).where(model.id.in_(batch)), execution_options=_NO_SYNC
+            ).rowcount
         report.batches += 1
         total += deleted
         if deleted < batch_size:
@@ -185,7 +183,6 @@ def _delete_sessions(
             if after is not None:
                 query = query.where(AuthSession.id > after)
         ids = list(db.scalars(query))
-        db.rollback()
         if not ids:
             return
         after = ids[-1]
@@ -204,11 +201,10 @@ def _delete_ids(
     ids: Iterable[uuid.UUID],
     condition: ColumnElement[bool],
 ) -> int:
-    begin_write(db)
-    # The condition again: an id read outside this transaction proves nothing by now.
-    deleted = db.execute(
-        delete(model).where(model.id.in_(list(ids)), condition), execution_options=_NO_SYNC
-    ).rowcount
-    db.commit()
+    with transaction(db):
+        # The condition again: an id read outside this transaction proves nothing by now.
+        deleted = db.execute(
+            delete(model).where(model.id.in_(list(ids)), condition), execution_options=_NO_SYNC
+        ).rowcount
     report.batches += 1
     return deleted

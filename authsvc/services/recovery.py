@@ -15,17 +15,17 @@ from sqlalchemy import insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from .. import mail
+from .. import queries as q
 from ..config import Settings
-from ..db import begin_write
+from ..db import transaction
 from ..errors import InvalidCredentials, InvalidResetToken, InvalidToken, WeakPassword
 from ..models import PasswordResetToken, User
 from ..runtime import Runtime
 from ..security.tokens import MAX_TOKEN_LENGTH, hash_token, new_token
 from .accounts import check_password_policy, normalise_email
-from .common import ClientInfo, TokenPair
+from .common import ClientInfo, TokenPair, UserInfo
 from .events import record_event
-from .fastpath import UserInfo
-from .tokens import reissue_session_ending_others, revoke_all_sessions, start_session
+from .tokens import end_all_sessions, reissue_session_ending_others, start_session
 
 RESET_REQUEST_ACCEPTED = (
     "If an account exists for this email address, a link to reset its password is on its way."
@@ -90,36 +90,35 @@ def forgot_password(db: Session, rt: Runtime, email: str, client: ClientInfo) ->
     email = normalise_email(email)  # 422 for what is not an email address at all
     now = rt.clock()
     raw = new_token()
-    begin_write(db)
-    # Locking the user's row serialises concurrent requests, so exactly one token stays live.
-    user = db.execute(
-        select(User.id, User.email).where(User.email == email).with_for_update()
-    ).first()
-    # An unknown email runs the same statements against an id that matches nothing: the
-    # INSERT … SELECT adds one row for an account and none otherwise.
-    user_id = user.id if user else uuid.uuid4()
-    _void_reset_tokens(db, user_id, now)
-    expires = now + timedelta(seconds=rt.settings.PASSWORD_RESET_TTL)
-    db.execute(
-        insert(PasswordResetToken).from_select(
-            ["user_id", "token_hash", "created_at", "expires_at"],
-            select(
-                User.id,
-                literal(hash_token(raw), PasswordResetToken.token_hash.type),
-                literal(now, PasswordResetToken.created_at.type),
-                literal(expires, PasswordResetToken.expires_at.type),
-            ).where(User.id == user_id),
+    with transaction(db):
+        # Locking the user's row serialises concurrent requests: exactly one token stays live.
+        user = db.execute(
+            select(User.id, User.email).where(User.email == email).with_for_update()
+        ).first()
+        # An unknown email runs the same statements against an id that matches nothing: the
+        # INSERT … SELECT adds one row for an account and none otherwise.
+        user_id = user.id if user else uuid.uuid4()
+        _void_reset_tokens(db, user_id, now)
+        expires = now + timedelta(seconds=rt.settings.PASSWORD_RESET_TTL)
+        db.execute(
+            insert(PasswordResetToken).from_select(
+                ["user_id", "token_hash", "created_at", "expires_at"],
+                select(
+                    User.id,
+                    literal(hash_token(raw), PasswordResetToken.token_hash.type),
+                    literal(now, PasswordResetToken.created_at.type),
+                    literal(expires, PasswordResetToken.expires_at.type),
+                ).where(User.id == user_id),
+            )
         )
-    )
-    record_event(
-        db,
-        "password_reset_requested",
-        now=now,
-        client=client,
-        user_id=user.id if user else None,
-        details=None if user else {"reason": "unknown_email"},
-    )
-    db.commit()
+        record_event(
+            db,
+            "password_reset_requested",
+            now=now,
+            client=client,
+            user_id=user.id if user else None,
+            details=None if user else {"reason": "unknown_email"},
+        )
     if user is not None:
         subject, text, body_html = _reset_mail(rt.settings, raw)
         mail.send_mail(
@@ -146,42 +145,43 @@ def reset_password(
         .where(*live)
     ).first()
     if owner is None:
-        db.rollback()
         raise InvalidResetToken("the reset token is invalid, expired or already used")
     # Policy before spending the token: a rejected password leaves the link usable.
     _check_new_password(rt, new_password, owner.email)
     password_hash = rt.passwords.hash(new_password)  # slow; outside the write transaction
 
-    begin_write(db)
-    user = db.scalar(select(User).where(User.id == owner.id).with_for_update())
-    # The conditional UPDATE decides: of concurrent requests with one token, one spends it.
-    spent = db.execute(
-        update(PasswordResetToken)
-        .where(*live, PasswordResetToken.user_id == owner.id)
-        .values(used_at=now)
-        .returning(PasswordResetToken.id)
-    ).first()
-    if user is None or spent is None:
-        db.rollback()
-        raise InvalidResetToken("the reset token is invalid, expired or already used")
-    db.execute(
-        update(User)
-        .where(User.id == user.id)
-        .values(password_hash=password_hash, password_changed_at=now)
-    )
-    _void_reset_tokens(db, user.id, now)  # any other link sent before this reset
-    revoked = revoke_all_sessions(db, user.id, now, "password_reset")
-    pair = start_session(db, rt, user, client, now)
-    record_event(
-        db,
-        "password_reset",
-        now=now,
-        client=client,
-        user_id=user.id,
-        session_id=pair.session_id,
-        details={"revoked_sessions": revoked},
-    )
-    db.commit()
+    with transaction(db):
+        user = db.execute(
+            select(User.id, User.email, User.name, User.created_at)
+            .where(User.id == owner.id)
+            .with_for_update()
+        ).first()
+        # The conditional UPDATE decides: of concurrent requests with one token, one spends it.
+        spent = db.execute(
+            update(PasswordResetToken)
+            .where(*live, PasswordResetToken.user_id == owner.id)
+            .values(used_at=now)
+            .returning(PasswordResetToken.id)
+        ).first()
+        if user is None or spent is None:
+            raise InvalidResetToken("the reset token is invalid, expired or already used")
+        db.execute(
+            update(User)
+            .where(User.id == user.id)
+            .values(password_hash=password_hash, password_changed_at=now)
+        )
+        _void_reset_tokens(db, user.id, now)  # any other link sent before this reset
+        revoked = end_all_sessions(db, user.id, now, "password_reset")
+        pair = start_session(db, rt, UserInfo(*user), password_hash, client, now)
+        record_event(
+            db,
+            "password_reset",
+            now=now,
+            client=client,
+            user_id=user.id,
+            session_id=pair.session_id,
+            details={"revoked_sessions": revoked},
+        )
     return pair
 
 
@@ -196,54 +196,44 @@ def change_password(
 ) -> TokenPair:
     """Check the current password, set the new one, end every other session, and give this
     session a new refresh token (its old ones stop working)."""
-    user_id, email = user.id, user.email
-    verified_hash = db.scalar(select(User.password_hash).where(User.id == user_id))
+    verified_hash = db.scalar(select(User.password_hash).where(User.id == user.id))
     if verified_hash is None:  # the account was deleted since the bearer check
-        raise InvalidToken("session has been revoked")
-    _check_new_password(rt, new_password, email)
+        raise InvalidToken("session has ended")
+    _check_new_password(rt, new_password, user.email)
     # Both argon2 runs happen before the write lock is taken.
-    ok = rt.passwords.verify(verified_hash, current_password)
-    new_hash = rt.passwords.hash(new_password) if ok else None
+    if not rt.passwords.verify(verified_hash, current_password):
+        with transaction(db):
+            record_event(
+                db,
+                "login_failed",
+                now=rt.clock(),
+                client=client,
+                user_id=user.id,
+                session_id=session_id,
+                details={"method": "change_password"},
+            )
+        raise InvalidCredentials("the current password is incorrect")
+    new_hash = rt.passwords.hash(new_password)
     now = rt.clock()
-    begin_write(db)
-    if new_hash is None:
-        record_event(
-            db,
-            "login_failed",
-            now=now,
-            client=client,
-            user_id=user_id,
-            session_id=session_id,
-            details={"method": "change_password"},
-        )
-        db.commit()
-        raise InvalidCredentials("the current password is incorrect")
-    # Only if the hash is still the one just verified: a concurrent change or reset wins.
-    changed = db.execute(
-        update(User)
-        .where(User.id == user_id, User.password_hash == verified_hash)
-        .values(password_hash=new_hash, password_changed_at=now)
-        .returning(User.id)
-    ).first()
-    if changed is None:
-        db.rollback()
-        raise InvalidCredentials("the current password is incorrect")
-    _void_reset_tokens(db, user_id, now)
-    try:
+    with transaction(db):
+        # Only if the hash is still the one just verified: a concurrent change or reset wins.
+        changed = db.execute(
+            q.REPLACE_PASSWORD_HASH,
+            {"uid": user.id, "verified_hash": verified_hash, "new_hash": new_hash, "now": now},
+        ).first()
+        if changed is None:
+            raise InvalidCredentials("the current password is incorrect")
+        _void_reset_tokens(db, user.id, now)
         pair, ended = reissue_session_ending_others(
             db, rt, user, session_id, client, now, "password_changed"
         )
-    except InvalidToken:
-        db.rollback()
-        raise
-    record_event(
-        db,
-        "password_changed",
-        now=now,
-        client=client,
-        user_id=user_id,
-        session_id=session_id,
-        details={"revoked_sessions": ended},
-    )
-    db.commit()
+        record_event(
+            db,
+            "password_changed",
+            now=now,
+            client=client,
+            user_id=user.id,
+            session_id=session_id,
+            details={"revoked_sessions": ended},
+        )
     return pair

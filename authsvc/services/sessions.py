@@ -9,13 +9,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..db import begin_write
+from ..db import transaction
 from ..errors import NotFound
 from ..models import AuthSession, SecurityEvent
+from ..queries import session_live
 from ..runtime import Runtime
 from .common import ClientInfo
 from .events import record_event
-from .tokens import revoke_session
+from .tokens import end_session
 
 EVENTS_DEFAULT_LIMIT = 50
 EVENTS_MAX_LIMIT = 100
@@ -34,14 +35,6 @@ class ActiveSession:
     current: bool
 
 
-def _active(now: datetime) -> tuple:
-    return (
-        AuthSession.revoked_at.is_(None),
-        AuthSession.expires_at > now,
-        AuthSession.absolute_expires_at > now,
-    )
-
-
 def list_sessions(
     db: Session, rt: Runtime, user_id: uuid.UUID, current_session_id: uuid.UUID
 ) -> list[ActiveSession]:
@@ -55,7 +48,7 @@ def list_sessions(
             AuthSession.user_agent,
             AuthSession.ip_address,
         )
-        .where(AuthSession.user_id == user_id, *_active(rt.clock()))
+        .where(AuthSession.user_id == user_id, session_live(rt.clock()))
         .order_by(AuthSession.created_at.desc(), AuthSession.id)
     ).all()
     return [ActiveSession(**row._asdict(), current=row.id == current_session_id) for row in rows]
@@ -77,27 +70,25 @@ def revoke_own_session(
     if session_id is None:
         raise NotFound("no such session")
     now = rt.clock()
-    begin_write(db)
-    owned = db.scalar(
-        select(AuthSession.id).where(
-            AuthSession.id == session_id, AuthSession.user_id == user_id, *_active(now)
+    with transaction(db):
+        # Only a live session of the caller's own can end here; anything else is NotFound.
+        owned = db.scalar(
+            select(AuthSession.id).where(
+                AuthSession.id == session_id, AuthSession.user_id == user_id, session_live(now)
+            )
         )
-    )
-    # Ownership never changes; the revoking UPDATE's row count decides between two racing
-    # deletes of the same session.
-    if owned is None or not revoke_session(db, session_id, now, "session_revoked"):
-        db.rollback()
-        raise NotFound("no such session")
-    record_event(
-        db,
-        "session_revoked",
-        now=now,
-        client=client,
-        user_id=user_id,
-        session_id=session_id,
-        details={"by_session_id": str(caller_session_id)},
-    )
-    db.commit()
+        # The ending UPDATE's row count decides between two racing deletes of one session.
+        if owned is None or not end_session(db, session_id, now, "session_revoked"):
+            raise NotFound("no such session")
+        record_event(
+            db,
+            "session_revoked",
+            now=now,
+            client=client,
+            user_id=user_id,
+            session_id=session_id,
+            details={"by_session_id": str(caller_session_id)},
+        )
 
 
 def list_events(
