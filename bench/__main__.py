@@ -19,128 +19,109 @@ import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from .harness import (
-    CONNECTIONS,
-    THREADS,
-    WORKERS,
-    WRK_THREADS,
-    BenchError,
-    LoadResult,
-    postgres_database,
-    run_wrk,
-)
-from .scenarios import SCENARIOS, Authsvc, Checkout, check_own_code, hello_server, prepare_hello
+from .harness import SETTINGS, BenchError, LoadResult, postgres_database, run_wrk
+from .scenarios import SCENARIOS, Authsvc, Checkout, Prepared, hello_server, prepare_hello
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@dataclass(frozen=True)
-class Plan:
-    quick: bool
-    seconds: int  # per measured run
-    repeats: int  # measured runs per scenario and checkout; the best is kept
-    warmup: int
-    backends: list[str]
-    postgres: str
-    compare: Path | None
-
-
-def plan_from_env() -> Plan:
-    env = os.environ
-    quick = env.get("BENCH_QUICK", "") not in ("", "0")
-    backends = [b.strip() for b in env.get("BENCH_BACKENDS", "sqlite,postgresql").split(",")]
-    unknown = set(backends) - {"sqlite", "postgresql"}
-    if unknown:
-        raise BenchError(f"BENCH_BACKENDS: unknown backend(s) {', '.join(sorted(unknown))}")
-    compare = Path(env["BENCH_COMPARE"]).resolve() if env.get("BENCH_COMPARE") else None
-    if compare is not None and not (compare / "wsgi.py").is_file():
-        raise BenchError(f"BENCH_COMPARE={compare} is not a checkout of authsvc (no wsgi.py)")
-    return Plan(
-        quick=quick,
-        seconds=int(env.get("BENCH_SECONDS") or (3 if quick else 8)),
-        repeats=max(1, int(env.get("BENCH_REPEATS") or (2 if quick else 3))),
-        warmup=1 if quick else 3,
-        backends=backends,
-        postgres=env.get("BENCH_DATABASE_URL") or POSTGRES,
-        compare=compare,
-    )
+Targets = dict[str, tuple[str, Callable[[], Prepared]]]  # checkout: its server's URL, a run's setup
 
 
 @dataclass
-class Row:
-    scenario: str
-    backend: str
-    results: dict[str, LoadResult]  # by checkout name
+class Run:
+    """One `make bench`: its settings from the environment, and the rows it has measured."""
 
+    checkouts: list[Checkout]
+    quick: bool
+    seconds: int  # per measured run
+    repeats: int  # measured runs per scenario and checkout; the best is kept
+    backends: list[str]
+    postgres: str  # the server the scratch databases are made on
+    wrk: str
+    workdir: Path = ROOT
+    versions: dict[str, str] = field(default_factory=dict)
+    rows: list[tuple[str, str, dict[str, LoadResult]]] = field(default_factory=list)
 
-Target = tuple[str, str, Callable[[], tuple[str, dict[str, str]]]]  # checkout, url, prepare
+    @property
+    def warmup(self) -> int:
+        return 1 if self.quick else 3
 
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Run:
+        checkouts = [Checkout("this", ROOT)]
+        if env.get("BENCH_COMPARE"):
+            checkouts.append(Checkout("other", Path(env["BENCH_COMPARE"]).resolve()))
+        quick = env.get("BENCH_QUICK", "") not in ("", "0")
+        backends = [b.strip() for b in env.get("BENCH_BACKENDS", "sqlite,postgresql").split(",")]
+        if set(backends) - {"sqlite", "postgresql"}:
+            raise BenchError(f"BENCH_BACKENDS={','.join(backends)}: sqlite and postgresql only")
+        wrk = shutil.which("wrk")
+        if wrk is None:
+            raise BenchError("wrk (the load generator) is missing: `apt-get install wrk` (as root)")
+        return cls(
+            checkouts,
+            quick=quick,
+            seconds=int(env.get("BENCH_SECONDS") or (3 if quick else 8)),
+            repeats=max(1, int(env.get("BENCH_REPEATS") or (2 if quick else 3))),
+            backends=backends,
+            postgres=env.get("BENCH_DATABASE_URL") or POSTGRES,
+            wrk=wrk,
+        )
 
-def measure(plan: Plan, wrk: str, targets: list[Target], workdir: Path) -> dict[str, LoadResult]:
-    """A warm-up of each target, then their runs in turn (A, B, A, B …); each one's best.
+    def measure(self, scenario: str, backend: str, targets: Targets) -> None:
+        """A warm-up of each target, then their runs in turn (A, B, A, B …); each one's best.
 
-    Turns put both checkouts through the same stretches of a shared machine's drifting speed,
-    and other work only ever slows a run down, so the fastest run is the steadiest figure.
-    """
-    for _, url, prepare in targets:
-        script, env = prepare()
-        run_wrk(wrk, url, script, plan.warmup, env, workdir)
-    runs: dict[str, list[LoadResult]] = {name: [] for name, _, _ in targets}
-    for _ in range(plan.repeats):
-        for name, url, prepare in targets:
-            script, env = prepare()
-            runs[name].append(run_wrk(wrk, url, script, plan.seconds, env, workdir))
-    return {name: best_of(results) for name, results in runs.items()}
+        Turns put the checkouts through the same stretches of a shared machine's drifting
+        speed, and other work only ever slows a run down: the fastest run is the steadiest.
+        """
+        runs: dict[str, list[LoadResult]] = {name: [] for name in targets}
+        for turn in range(self.repeats + 1):  # turn 0 warms up
+            for name, (url, prepare) in targets.items():
+                script, env = prepare()
+                seconds = self.seconds if turn else self.warmup
+                result = run_wrk(self.wrk, url, script, seconds, env, self.workdir)
+                if turn:
+                    runs[name].append(result)
+        best = {name: best_of(results) for name, results in runs.items()}
+        self.rows.append((scenario, backend, best))
+        figures = [f"{n} {r.rate:,.0f} req/s, p99 {r.p99_ms:.1f} ms" for n, r in best.items()]
+        print(f"  {scenario:<26} {backend:<10} {'; '.join(figures)}", flush=True)
+
+    def bench(self) -> None:
+        with ExitStack() as stack:
+            targets = {}
+            for checkout in self.checkouts:
+                hello = stack.enter_context(hello_server(checkout, self.workdir))
+                targets[checkout.name] = (hello.url, prepare_hello)
+            self.measure("hello (ceiling)", "—", targets)
+        for backend in self.backends:
+            with ExitStack() as stack:
+                apps = []
+                for checkout in self.checkouts:
+                    if backend == "sqlite":
+                        url = f"sqlite:///{self.workdir / f'authsvc-{checkout.name}.db'}"
+                    else:
+                        url, version = stack.enter_context(postgres_database(self.postgres))
+                        self.versions["PostgreSQL"] = version
+                    apps.append(stack.enter_context(Authsvc(checkout, backend, url, self.workdir)))
+                for scenario, label in SCENARIOS.items():
+                    targets = {a.name: (a.server.url, partial(a.prepare, scenario)) for a in apps}
+                    self.measure(label, backend, targets)
 
 
 def best_of(results: list[LoadResult]) -> LoadResult:
     """The fastest run, carrying the failures of every run (a failure must still show)."""
     return dataclasses.replace(
         max(results, key=lambda r: r.rate),
-        non2xx=sum(r.non2xx for r in results),
-        errors=sum(r.errors for r in results),
-        starved=sum(r.starved for r in results),
+        failures=sum(r.failures for r in results),
         first_failure=next((r.first_failure for r in results if r.first_failure), ""),
     )
-
-
-def bench(
-    plan: Plan, wrk: str, checkouts: list[Checkout], workdir: Path, versions: dict[str, str]
-) -> list[Row]:
-    rows: list[Row] = []
-
-    def record(row: Row) -> None:
-        rows.append(row)
-        figures = "; ".join(
-            f"{name} {r.rate:,.0f} req/s, p99 {r.p99_ms:.1f} ms" for name, r in row.results.items()
-        )
-        print(f"  {row.scenario:<26} {row.backend:<10} {figures}", flush=True)
-
-    with ExitStack() as stack:
-        servers = [stack.enter_context(hello_server(c, workdir)) for c in checkouts]
-        targets = [(c.name, s.url, prepare_hello) for c, s in zip(checkouts, servers, strict=True)]
-        record(Row("hello (ceiling)", "—", measure(plan, wrk, targets, workdir)))
-    for backend in plan.backends:
-        with ExitStack() as stack:
-            apps = []
-            for checkout in checkouts:
-                if backend == "sqlite":
-                    url = f"sqlite:///{workdir / f'authsvc-{checkout.name}.db'}"
-                else:
-                    url, version = stack.enter_context(postgres_database(plan.postgres))
-                    versions["PostgreSQL"] = version
-                apps.append(stack.enter_context(Authsvc(checkout, backend, url, workdir)))
-            for scenario, label in SCENARIOS.items():
-                targets = [(a.checkout.name, a.url, partial(a.prepare, scenario)) for a in apps]
-                record(Row(label, backend, measure(plan, wrk, targets, workdir)))
-    return rows
 
 
 def cpu_model() -> str:
@@ -150,86 +131,61 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-def report(
-    plan: Plan,
-    checkouts: list[Checkout],
-    rows: list[Row],
-    started: datetime,
-    versions: dict[str, str],
-) -> str:
-    names = [c.name for c in checkouts]
-    mode = "quick run" if plan.quick else "full run"
+def report(run: Run, started: datetime) -> str:
+    names = [c.name for c in run.checkouts]
     lines = [
-        f"# authsvc benchmark, {started:%Y-%m-%d %H:%M} UTC ({mode})",
+        f"# authsvc benchmark, {started:%Y-%m-%d %H:%M} UTC ({'quick' if run.quick else 'full'})",
         "",
-        *[f"- {c.name}: {c.path} ({c.revision()})" for c in checkouts],
-        f"- machine: {cpu_model()}, {os.cpu_count()} cores; load average "
+        *[f"- {c.name}: {c.path} ({c.revision()})" for c in run.checkouts],
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.2f} at the end; "
-        + ", ".join(f"{name} {version}" for name, version in versions.items()),
-        f"- each server: its checkout's gunicorn.conf.py, {WORKERS} workers x {THREADS} "
-        "threads; authsvc in production mode, ES256, rate limits off",
-        f"- wrk {CONNECTIONS} connections, {WRK_THREADS} threads; per scenario and checkout a "
-        f"{plan.warmup} s warm-up, then the best of {plan.repeats} runs of {plan.seconds} s"
-        + (", the checkouts in turn" if len(names) > 1 else ""),
+        + ", ".join(f"{name} {version}" for name, version in run.versions.items()),
+        f"- {SETTINGS}; authsvc in production mode, ES256, rate limits off",
+        f"- per scenario and checkout a {run.warmup} s warm-up, then the best of "
+        f"{run.repeats} runs of {run.seconds} s"
+        + (" (the checkouts in turn)" if len(names) > 1 else ""),
         "",
     ]
     ratio = len(names) == 2
-    header = ["scenario", "backend"] + [f"req/s {n}" for n in names]
+    header = ["scenario", "backend", *[f"req/s {n}" for n in names]]
     header += [f"{names[0]}/{names[1]}"] if ratio else []
-    header += [f"p50 ms {n}" for n in names] + [f"p99 ms {n}" for n in names] + ["non-2xx"]
+    header += [f"p50 ms {n}" for n in names] + [f"p99 ms {n}" for n in names] + ["failures"]
     lines += ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     notes = []
-    for row in rows:
-        rs = [row.results[n] for n in names]
-        cells = [row.scenario, row.backend] + [f"{r.rate:,.0f}" for r in rs]
-        if ratio:
-            cells.append(f"{rs[0].rate / rs[1].rate:.2f}" if rs[1].rate else "")
+    for scenario, backend, results in run.rows:
+        rs = [results[n] for n in names]
+        cells = [scenario, backend, *[f"{r.rate:,.0f}" for r in rs]]
+        cells += [f"{rs[0].rate / rs[1].rate:.2f}" if rs[1].rate else "—"] if ratio else []
         cells += [f"{r.p50_ms:.2f}" for r in rs] + [f"{r.p99_ms:.2f}" for r in rs]
-        cells.append(" / ".join(str(r.non2xx + r.errors) for r in rs))
-        lines.append("| " + " | ".join(cells) + " |")
-        for name, r in zip(names, rs, strict=True):
-            if r.non2xx or r.errors:
-                notes.append(
-                    f"- {row.scenario} on {row.backend} ({name}): {r.non2xx} non-2xx, "
-                    f"{r.errors} socket errors, {r.starved} without a live token; "
-                    f"first failure: {r.first_failure[:200]}"
-                )
+        lines.append("| " + " | ".join([*cells, " / ".join(str(r.failures) for r in rs)]) + " |")
+        notes += [
+            f"- {scenario} on {backend} ({name}): {r.failures} failed requests, the first: "
+            f"{r.first_failure[:200]}"
+            for name, r in zip(names, rs, strict=True)
+            if r.failures
+        ]
     if notes:
-        lines += ["", "Failures (their figures do not count):", *notes]
+        lines += ["", "Failures (non-2xx answers, socket errors, timeouts):", *notes]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     started = datetime.now(UTC)
     try:
-        plan = plan_from_env()
-        wrk = shutil.which("wrk")
-        if wrk is None:
-            raise BenchError(
-                "wrk (the load generator) is not installed: run `apt-get install wrk` "
-                "(as root), then `make bench` again"
-            )
-        banner = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split()
-        versions = {
-            "Python": platform.python_version(),
-            "SQLite": sqlite3.sqlite_version,
-            "wrk": banner[1] if len(banner) > 1 else "?",
-        }
-        checkouts = [Checkout("this", ROOT)]
-        if plan.compare is not None:
-            checkouts.append(Checkout("other", plan.compare, write_bytecode=False))
-        check_own_code(checkouts)
-        print(
-            f"bench ({'quick' if plan.quick else 'full'}): {', '.join(plan.backends)}; "
-            + ", ".join(f"{c.name} = {c.path}" for c in checkouts),
-            flush=True,
-        )
+        run = Run.from_env(dict(os.environ))
+        if len({c.own_authsvc() for c in run.checkouts}) < len(run.checkouts):
+            raise BenchError("the checkouts compared run the same authsvc package")
+        banner = subprocess.run([run.wrk, "-v"], capture_output=True, text=True).stdout.split()
+        run.versions = {"Python": platform.python_version(), "SQLite": sqlite3.sqlite_version}
+        run.versions["wrk"] = banner[1] if len(banner) > 1 else "?"
+        print(f"bench: {', '.join(f'{c.name} = {c.path}' for c in run.checkouts)}", flush=True)
         with tempfile.TemporaryDirectory(prefix="authsvc-bench-") as tmp:
-            rows = bench(plan, wrk, checkouts, Path(tmp), versions)
+            run.workdir = Path(tmp)
+            run.bench()
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    text = report(plan, checkouts, rows, started, versions)
+    text = report(run, started)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.md").write_text(text)
     print(f"\n{text}\n(also written to {RESULTS / 'latest.md'})")
