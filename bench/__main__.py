@@ -63,7 +63,7 @@ class Run:
             raise BenchError(f"BENCH_BACKENDS={','.join(backends)}: sqlite and postgresql only")
         wrk = shutil.which("wrk")
         if wrk is None:
-            raise BenchError("wrk (the load generator) is missing: `apt-get install wrk` (as root)")
+            raise BenchError("wrk, the load generator, is missing: `apt-get install wrk` as root")
         return cls(
             checkouts,
             quick=quick,
