@@ -62,8 +62,8 @@ revision: $(DEV_STAMP)
 fuzz: $(DEV_STAMP)
 	$(BIN)/python -m fuzz
 
-## bench: throughput and latency against ceilings (BENCH_QUICK=1 for a short run)
-bench: $(DEV_STAMP)
+## bench: /me, refresh and login under wrk; BENCH_COMPARE=<checkout> side by side (bench/README.md)
+bench: $(RUNTIME_STAMP)
 	$(BIN)/python -m bench
 
 clean:

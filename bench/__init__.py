@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m bench` (make bench) drives authsvc and its ceilings with wrk."""
+"""`python -m bench` (make bench): authsvc side by side with another checkout, under wrk."""
