@@ -12,6 +12,7 @@ networks and the metrics listener add, in every environment.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import math
 from collections import Counter
@@ -54,7 +55,7 @@ def entropy_bits(text: str) -> float:
 
 def _has_sequence(text: str, run: int = 8) -> bool:
     """A run of `run` characters each one more (or less) than the last: 'abcdefgh', '12345678'."""
-    steps = [ord(b) - ord(a) for a, b in zip(text, text[1:], strict=False)]
+    steps = [ord(b) - ord(a) for a, b in itertools.pairwise(text)]
     for start in range(len(steps) - run + 2):
         window = steps[start : start + run - 1]
         if len(window) == run - 1 and (all(d == 1 for d in window) or all(d == -1 for d in window)):
@@ -74,10 +75,8 @@ def weak_key_reason(key: str) -> str | None:
 
 
 def _argon2_ok(s: Settings) -> bool:
-    return any(
-        s.ARGON2_MEMORY_COST >= memory and s.ARGON2_TIME_COST >= time
-        for memory, time in OWASP_ARGON2
-    )
+    m, t = s.ARGON2_MEMORY_COST, s.ARGON2_TIME_COST
+    return any(m >= memory and t >= time for memory, time in OWASP_ARGON2)
 
 
 def _frontend_problem(s: Settings) -> str | None:
@@ -97,19 +96,23 @@ def _memory_storage(s: Settings) -> bool:
 CHECKS: dict[str, tuple[Callable[[Settings], bool], Callable[[Settings], str]]] = {
     "outbox_mail": (
         lambda s: s.MAIL_BACKEND == "outbox",
-        lambda s: "MAIL_BACKEND=outbox writes live password-reset links to disk; production "
-        "needs MAIL_BACKEND=smtp",
+        lambda s: (
+            "MAIL_BACKEND=outbox writes live password-reset links to disk; production "
+            "needs MAIL_BACKEND=smtp"
+        ),
     ),
     "frontend_url": (
         lambda s: _frontend_problem(s) is not None,
         lambda s: _frontend_problem(s) or "",
     ),
     "smtp_plaintext": (
-        lambda s: s.MAIL_BACKEND == "smtp"
-        and s.SMTP_TLS == "none"
-        and not is_loopback_host(s.SMTP_HOST),
-        lambda s: f"SMTP_TLS=none would send reset links in clear to {s.SMTP_HOST}; use "
-        "SMTP_TLS=starttls or ssl (none only for a relay on this host)",
+        lambda s: (
+            s.MAIL_BACKEND == "smtp" and s.SMTP_TLS == "none" and not is_loopback_host(s.SMTP_HOST)
+        ),
+        lambda s: (
+            f"SMTP_TLS=none would send reset links in clear to {s.SMTP_HOST}; use "
+            "SMTP_TLS=starttls or ssl (none only for a relay on this host)"
+        ),
     ),
     "rate_limits_off": (
         lambda s: not s.RATELIMIT_ENABLED,
@@ -117,15 +120,19 @@ CHECKS: dict[str, tuple[Callable[[Settings], bool], Callable[[Settings], str]]] 
     ),
     "memory_rate_limits": (
         _memory_storage,
-        lambda s: "RATELIMIT_STORAGE_URI=memory:// keeps limits per process, so every worker "
-        "and instance multiplies them; use redis://… (or, with exactly one worker, "
-        "WEB_CONCURRENCY=1 and PRODUCTION_ALLOW_UNSAFE=memory_rate_limits)",
+        lambda s: (
+            "RATELIMIT_STORAGE_URI=memory:// keeps limits per process, so every worker "
+            "and instance multiplies them; use redis://… (or, with exactly one worker, "
+            "WEB_CONCURRENCY=1 and PRODUCTION_ALLOW_UNSAFE=memory_rate_limits)"
+        ),
     ),
     "argon2": (
         lambda s: not _argon2_ok(s),
-        lambda s: f"argon2id m={s.ARGON2_MEMORY_COST} KiB t={s.ARGON2_TIME_COST} is below "
-        "OWASP's minimum (m=19456 KiB t=2, or m=47104 t=1, m=12288 t=3, m=9216 t=4, "
-        "m=7168 t=5)",
+        lambda s: (
+            f"argon2id m={s.ARGON2_MEMORY_COST} KiB t={s.ARGON2_TIME_COST} is below "
+            "OWASP's minimum (m=19456 KiB t=2, or m=47104 t=1, m=12288 t=3, m=9216 t=4, "
+            "m=7168 t=5)"
+        ),
     ),
     "sqlite": (
         lambda s: s.is_sqlite,

@@ -33,9 +33,7 @@ def per_ip(make_app, key_prefix):
 
 
 def attempt(client, client_address, email="x@example.com", password="not the password"):
-    return login(
-        client, email, password, ip=PROXY, headers={"X-Forwarded-For": client_address}
-    )
+    return login(client, email, password, ip=PROXY, headers={"X-Forwarded-For": client_address})
 
 
 def test_addresses_in_one_ipv6_64_share_one_allowance(per_ip):

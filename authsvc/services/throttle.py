@@ -17,8 +17,9 @@ email (the store never holds an address) and the client's network (an IPv4 addre
 A failure is counted whether or not the account exists, so a 429 says nothing about that.
 A successful login clears its pair entry and marks its network known. It leaves the account
 entry alone: the owner signing in often must not hand an attacker elsewhere fresh free
-guesses each time (the account entry decays by itself). While an entry is in its delay phase, each attempt
-reserves its turn atomically: requests fired in parallel cannot all slip through one opening.
+guesses each time (the account entry decays by itself). While an entry is in its delay phase,
+each attempt reserves its turn atomically: requests fired in parallel cannot all slip through
+one opening.
 Entries are forgotten an hour after their last wait ends.
 
 Time is the caller's clock (`rt.clock()`), so tests can move it; the stores only compare it.
