@@ -38,11 +38,9 @@ from ..security.jwt import (
     SigningKey,
     UnknownSigningKey,
     generate_private_key,
-    open_private_key,
     public_jwk,
-    seal_private_key,
-    write_secret_file,
 )
+from ..security.keystore import open_private_key, seal_private_key, write_secret_file
 
 log = logging.getLogger("authsvc.keys")
 
