@@ -9,9 +9,9 @@ import urllib.error
 import urllib.request
 
 import pytest
+from test_keys import kid_of, post_json, run_cli
 
 from conftest import PASSWORD
-from test_keys import kid_of, post_json, run_cli
 
 
 def me_status(url: str, token: str) -> int:
