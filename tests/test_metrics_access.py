@@ -81,4 +81,3 @@ def test_a_guessable_metrics_token_is_refused(make_app):
 
     with pytest.raises(ConfigError, match="METRICS_TOKEN"):
         make_app(METRICS_TOKEN="metrics")
-
