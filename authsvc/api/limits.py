@@ -1,4 +1,5 @@
-"""Rate limits (flask-limiter) per client IP and per account, and the login throttle's hook.
+"""Rate limits (flask-limiter) per client network and per account, and the login throttle's
+hook. A client network is an IPv4 address or an IPv6 /64 (api/auth.py `client_network`).
 
 Views are marked with `@rate_limited("login")` (module level, no app needed). `init_app`
 gives each app its own Limiter, because settings and storage differ between apps, and wraps
