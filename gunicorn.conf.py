@@ -72,6 +72,10 @@ def on_starting(server):
     except ConfigError as exc:
         # gunicorn prints "Error: <this>" and exits 1, before binding or forking a worker.
         raise RuntimeError(f"authsvc cannot start: {exc}") from None
+    # METRICS_BIND: a second listener, for /metrics only (authsvc/metrics.py).
+    metrics_bind = os.environ.get("METRICS_BIND")
+    if metrics_bind and metrics_bind not in server.cfg.bind:
+        server.cfg.set("bind", [*server.cfg.bind, metrics_bind])
 
 
 def child_exit(server, worker):

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import production
+
 ENVIRONMENTS = ("development", "production")
 ALGORITHMS = ("ES256", "EdDSA", "RS256", "HS256")
 SMTP_TLS_MODES = ("none", "starttls", "ssl")
@@ -70,6 +72,7 @@ class Settings:
 
     RATELIMIT_ENABLED: bool = True
     RATELIMIT_STORAGE_URI: str = "memory://"
+    RATELIMIT_IPV6_PREFIX: int = 64  # IPv6 clients are limited per network of this size
     # Rate limits in flask-limiter notation ("N/period;M/period"); an empty value turns one off.
     RATELIMIT_KEY_PREFIX: str = "authsvc"
     RATELIMIT_LOGIN_PER_IP: str = "30/minute;300/hour"
@@ -99,6 +102,12 @@ class Settings:
     FRONTEND_URL: str = "http://localhost:3000"
 
     LOG_LEVEL: str = "INFO"
+    # authsvc/metrics.py: /metrics on its own listener, or behind a bearer token.
+    METRICS_BIND: str = ""
+    METRICS_TOKEN: str = field(default="", repr=False)
+    # authsvc/production.py: the guard's checks, and the ones an operator waives (logged).
+    WEB_CONCURRENCY: int = 0
+    PRODUCTION_ALLOW_UNSAFE: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -273,6 +282,7 @@ def _validate(s: Settings) -> Settings:
         "port; no path, no trailing slash)",
     )
     problems.extend(_rate_limit_problems(s))
+    problems.extend(production.problems(s))
     check(
         s.MAIL_BACKEND in MAIL_BACKENDS, f"MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}"
     )

@@ -7,15 +7,22 @@ its own: gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at an empty directory 
 worker starts, each worker writes its samples there, and /metrics adds up all workers'
 (prometheus-client's multiprocess mode). Without that variable (tests, `flask run`) the
 app's own registry is served.
+
+Who may read it: with METRICS_BIND (e.g. 127.0.0.1:9100) gunicorn opens a second listener
+there (gunicorn.conf.py) and /metrics answers only on it, while that listener answers
+nothing but /metrics. With METRICS_TOKEN a scraper must send `Authorization: Bearer <it>`
+(both may be set). With neither, /metrics is open in development and absent (404) in
+production.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, abort, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -24,6 +31,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from .errors import InvalidToken, MissingToken
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A client may send any method name; each distinct label value is a series kept for good.
@@ -137,6 +146,30 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def _on_listener(address: tuple[str, int]) -> bool:
+    """Did this request come in on the listener bound to `address`? Read off the connection
+    gunicorn hands the app (WSGI servers without it: never); a wildcard address matches the
+    port on any local address."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return False
+    try:
+        local = sock.getsockname()
+    except OSError:
+        return False
+    if not isinstance(local, tuple):
+        return False  # a unix socket
+    host, port = address
+    return local[1] == port and host in (local[0], "0.0.0.0", "::")  # noqa: S104
+
+
+def _bearer_matches(token: str) -> bool:
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        presented.strip().encode(), token.encode()
+    )
+
+
 def init_app(app: Flask) -> Metrics:
     metrics = Metrics(CollectorRegistry(auto_describe=True))
     app.extensions["authsvc_metrics"] = metrics
@@ -149,12 +182,34 @@ def init_app(app: Flask) -> Metrics:
         metrics.observe(response, None if started is None else time.perf_counter() - started)
         return response
 
+    from .production import metrics_bind_address
+
+    settings = app.config["AUTHSVC_SETTINGS"]
+    listener = metrics_bind_address(settings.METRICS_BIND) if settings.METRICS_BIND else None
+    token = settings.METRICS_TOKEN
+
     def serve() -> Response:
+        if listener is not None and not _on_listener(listener):
+            abort(404)
+        if token and not request.headers.get("Authorization"):
+            raise MissingToken("/metrics needs Authorization: Bearer <METRICS_TOKEN>")
+        if token and not _bearer_matches(token):
+            raise InvalidToken("wrong metrics token")
+        if listener is None and not token and settings.is_production:
+            abort(404)  # production never serves metrics on the public listener by default
         registry = metrics.registry
         if multiprocess_dir():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    if listener is not None:
+        only_metrics_on = listener
+
+        @app.before_request
+        def metrics_listener_only() -> None:
+            if request.endpoint != "metrics" and _on_listener(only_metrics_on):
+                abort(404)
 
     app.before_request(start_timer)
     app.after_request(observe)

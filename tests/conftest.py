@@ -106,6 +106,30 @@ def base_config(database_url: str, instance_path: Path) -> dict[str, Any]:
     }
 
 
+# Keys that pass the production guard's randomness check (authsvc/production.py).
+STRONG_KEK = "pV7q-Lx2RmZ9tWc4KbN8yHs3JdF6gA1e"
+OTHER_STRONG_KEK = "Qe5Tz9Wm2Rk7Xv4Bn8Hc3Lp6Jd1Fy0Gs"
+
+
+def production_settings(database_url: str, **overrides: Any) -> dict[str, Any]:
+    """Settings the production guard accepts, on the test database. The tests' cheap argon2
+    (and SQLite, on that backend) are waived: each waiver is logged, as in a deployment."""
+    waived = ["argon2"] + (["sqlite"] if database_url.startswith("sqlite") else [])
+    return {
+        "AUTHSVC_ENV": "production",
+        "DATABASE_URL": database_url,
+        "MAIL_BACKEND": "smtp",
+        "SMTP_HOST": "127.0.0.1",  # a relay on this host: SMTP_TLS=none allowed
+        "FRONTEND_URL": "https://app.example.org",
+        "RATELIMIT_ENABLED": True,
+        "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
+        # Its own keys (they expire with their windows): runs in parallel never share limits.
+        "RATELIMIT_KEY_PREFIX": f"authsvc-test-{uuid.uuid4().hex[:12]}",
+        "PRODUCTION_ALLOW_UNSAFE": ",".join(waived),
+        **overrides,
+    }
+
+
 class MovableClock:
     """The system clock plus an offset tests can push forward: time is injected, not patched."""
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from authsvc.config import ConfigError
 from authsvc.models import SigningKeyRecord
-from conftest import PASSWORD, bearer
+from conftest import OTHER_STRONG_KEK, PASSWORD, STRONG_KEK, bearer, production_settings
 from examples.resource_service import create_app as create_resource_app
 
 
@@ -224,12 +224,7 @@ def test_wrong_typ_iss_aud_and_expiry_are_refused(make_app, client, user, clock)
 
 
 def test_production_refuses_to_start_without_a_usable_key(make_app, fresh_database_url):
-    kek = "k" * 40
-    prod = {
-        "AUTHSVC_ENV": "production",
-        "JWT_KEY_ENCRYPTION_KEY": kek,
-        "DATABASE_URL": fresh_database_url,
-    }
+    prod = production_settings(fresh_database_url, JWT_KEY_ENCRYPTION_KEY=STRONG_KEK)
     with pytest.raises(ConfigError, match="keys rotate"):
         make_app(**prod)
     # A development key left in the database does not count either.
@@ -239,7 +234,7 @@ def test_production_refuses_to_start_without_a_usable_key(make_app, fresh_databa
     with pytest.raises(ConfigError, match="keys rotate"):
         make_app(**prod)
     with pytest.raises(ConfigError, match="JWT_KEY_ENCRYPTION_KEY"):
-        make_app(AUTHSVC_ENV="production", DATABASE_URL=fresh_database_url)
+        make_app(**{**prod, "JWT_KEY_ENCRYPTION_KEY": ""})
     with pytest.raises(ConfigError, match="at least 32 bytes"):
         make_app(**{**prod, "JWT_KEY_ENCRYPTION_KEY": "short"})
 
@@ -253,11 +248,7 @@ def test_production_starts_with_a_rotated_key(make_app, fresh_database_url):
     from authsvc.config import load_settings
     from authsvc.services.keys import rotate_key
 
-    prod = {
-        "AUTHSVC_ENV": "production",
-        "JWT_KEY_ENCRYPTION_KEY": "k" * 40,
-        "DATABASE_URL": fresh_database_url,
-    }
+    prod = production_settings(fresh_database_url, JWT_KEY_ENCRYPTION_KEY=STRONG_KEK)
     engine = create_engine(fresh_database_url)
     with Session(engine) as db:
         rotate_key(db, load_settings(prod), datetime.now(UTC))
@@ -269,7 +260,7 @@ def test_production_starts_with_a_rotated_key(make_app, fresh_database_url):
     assert response.status_code == 201
     # A different encryption key cannot open the stored key: the start is refused.
     with pytest.raises(ConfigError, match="JWT_KEY_ENCRYPTION_KEY is not the one"):
-        make_app(**{**prod, "JWT_KEY_ENCRYPTION_KEY": "x" * 40})
+        make_app(**{**prod, "JWT_KEY_ENCRYPTION_KEY": OTHER_STRONG_KEK})
 
 
 def get_json(url, path, token=None):

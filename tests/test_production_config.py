@@ -1,8 +1,12 @@
-"""In production authsvc refuses to start with a development key, a short HS256 secret or no
-DATABASE_URL, and says exactly why: create_app, gunicorn and the flask CLI alike."""
+"""In production authsvc refuses to start with unsafe settings and says exactly why: a
+development key, a short HS256 secret, no DATABASE_URL, outbox mail, a localhost or plain-http
+FRONTEND_URL, SMTP in clear to a remote host, rate limits off or per process, argon2 below
+OWASP's minimum, SQLite, a guessable key-encryption key — create_app, gunicorn and the flask
+CLI alike. docs/production.md lists the same checks."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -11,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from authsvc import create_app
-from authsvc.config import ConfigError
-from conftest import ROOT, free_port
+from authsvc.config import ConfigError, load_settings
+from conftest import ROOT, STRONG_KEK, free_port, production_settings
 
 BIN = Path(sys.executable).parent
 SECRET = "a-secret-of-at-least-thirty-two-bytes!"
@@ -23,10 +27,9 @@ def production(base_config):
     """Production settings that start; each test breaks exactly one thing."""
     return {
         **base_config,
-        "AUTHSVC_ENV": "production",
+        **production_settings(base_config["DATABASE_URL"]),
         "JWT_ALGORITHM": "HS256",
         "JWT_SECRET": SECRET,
-        "FRONTEND_URL": "https://app.example.org",
     }
 
 
@@ -40,27 +43,141 @@ def dev_key_file(app, tmp_path):
     return str(path)
 
 
+# What breaks the settings, and the reason the start is refused with.
+BREAKAGES = {
+    "development key": (
+        {"JWT_ALGORITHM": "ES256", "JWT_SECRET": ""},
+        "names a development key",
+    ),
+    "short secret": ({"JWT_SECRET": "x" * 31}, "JWT_SECRET must be at least 32 bytes"),
+    "no database": ({"DATABASE_URL": ""}, "DATABASE_URL must be set in production"),
+    "outbox mail": ({"MAIL_BACKEND": "outbox"}, "MAIL_BACKEND=outbox writes live"),
+    "localhost frontend": (
+        {"FRONTEND_URL": "https://localhost:3000"},
+        "FRONTEND_URL must not point at localhost",
+    ),
+    "loopback frontend": (
+        {"FRONTEND_URL": "https://127.0.0.1"},
+        "FRONTEND_URL must not point at localhost",
+    ),
+    "plain-http frontend": (
+        {"FRONTEND_URL": "http://app.example.org"},
+        "FRONTEND_URL must be https://",
+    ),
+    "smtp in clear to a remote host": (
+        {"SMTP_HOST": "smtp.example.org", "SMTP_TLS": "none"},
+        "SMTP_TLS=none would send reset links in clear to smtp.example.org",
+    ),
+    "rate limits off": ({"RATELIMIT_ENABLED": False}, "RATELIMIT_ENABLED=false leaves login"),
+    "memory rate limits": (
+        {"RATELIMIT_STORAGE_URI": "memory://", "WEB_CONCURRENCY": 4},
+        "RATELIMIT_STORAGE_URI=memory:// keeps limits per process",
+    ),
+    "memory rate limits waived with several workers": (
+        {
+            "RATELIMIT_STORAGE_URI": "memory://",
+            "WEB_CONCURRENCY": 4,
+            "PRODUCTION_ALLOW_UNSAFE": "memory_rate_limits,sqlite",
+        },
+        "memory:// may be waived only with one worker",
+    ),
+    "argon2 at m=8 KiB t=1": (
+        {"ARGON2_MEMORY_COST": 8, "ARGON2_TIME_COST": 1, "PRODUCTION_ALLOW_UNSAFE": "sqlite"},
+        "argon2id m=8 KiB t=1 is below OWASP's minimum",
+    ),
+    "argon2 at m=19 MiB t=1": (
+        {"ARGON2_MEMORY_COST": 19456, "ARGON2_TIME_COST": 1, "PRODUCTION_ALLOW_UNSAFE": "sqlite"},
+        "argon2id m=19456 KiB t=1 is below OWASP's minimum",
+    ),
+    "sqlite": (
+        {"DATABASE_URL": "sqlite:///instance/prod.db", "PRODUCTION_ALLOW_UNSAFE": "argon2"},
+        "DATABASE_URL is SQLite",
+    ),
+    "32 x a key-encryption key": (
+        {"JWT_KEY_ENCRYPTION_KEY": "a" * 32},
+        "JWT_KEY_ENCRYPTION_KEY looks guessable",
+    ),
+    "sequential key-encryption key": (
+        {"JWT_KEY_ENCRYPTION_KEY": "abcdefghijklmnopqrstuvwxyz012345"},
+        "JWT_KEY_ENCRYPTION_KEY looks guessable",
+    ),
+    "unknown waiver": ({"PRODUCTION_ALLOW_UNSAFE": "sqlite,everything"}, "unknown checks"),
+}
+REASONS = {what: reason for what, (_, reason) in BREAKAGES.items()}
+
+
 def _broken(production, dev_key_file, what):
-    settings = dict(production)
+    settings = {**production, **BREAKAGES[what][0]}
     if what == "development key":
-        settings.update(JWT_ALGORITHM="ES256", JWT_SECRET="", JWT_PRIVATE_KEY_FILE=dev_key_file)
-    elif what == "short secret":
-        settings["JWT_SECRET"] = "x" * 31
-    elif what == "no database":
-        settings["DATABASE_URL"] = ""
+        settings["JWT_PRIVATE_KEY_FILE"] = dev_key_file
     return settings
 
 
-REASONS = {
-    "development key": "names a development key",
-    "short secret": "JWT_SECRET must be at least 32 bytes",
-    "no database": "DATABASE_URL must be set in production",
-}
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
-def test_production_settings_that_are_right_start(production):
-    app = create_app(production)
+@pytest.fixture
+def guard_log():
+    records = _Records()
+    logger = logging.getLogger("authsvc.production")
+    logger.addHandler(records)
+    yield records.messages
+    logger.removeHandler(records)
+
+
+def test_production_settings_that_are_right_start(production, guard_log):
+    settings = {
+        **production,
+        "ARGON2_MEMORY_COST": 19456,
+        "ARGON2_TIME_COST": 2,
+        "JWT_KEY_ENCRYPTION_KEY": STRONG_KEK,
+        "PRODUCTION_ALLOW_UNSAFE": "sqlite"
+        if production["DATABASE_URL"].startswith("sqlite")
+        else "",
+    }
+    app = create_app(settings)
     app.extensions["authsvc_db"][0].dispose()
+    assert all("SQLite" in message for message in guard_log), guard_log
+
+
+@pytest.mark.parametrize(
+    ("memory", "time_cost"), [(47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5)]
+)
+def test_each_row_of_owasps_argon2_table_is_accepted(production, memory, time_cost):
+    settings = {
+        **production,
+        "ARGON2_MEMORY_COST": memory,
+        "ARGON2_TIME_COST": time_cost,
+        "PRODUCTION_ALLOW_UNSAFE": "sqlite",
+    }
+    loaded = load_settings(settings)
+    got = (loaded.ARGON2_MEMORY_COST, loaded.ARGON2_TIME_COST)
+    assert got == (memory, time_cost)
+
+
+def test_smtp_without_tls_is_allowed_to_a_relay_on_this_host(production):
+    for host in ("localhost", "127.0.0.1", "::1"):
+        assert load_settings({**production, "SMTP_HOST": host}).SMTP_TLS == "none"
+
+
+def test_memory_rate_limits_with_one_worker_start_when_waived_and_say_so(production, guard_log):
+    app = create_app(
+        {
+            **production,
+            "RATELIMIT_STORAGE_URI": "memory://",
+            "WEB_CONCURRENCY": 1,
+            "PRODUCTION_ALLOW_UNSAFE": production["PRODUCTION_ALLOW_UNSAFE"]
+            + ",memory_rate_limits",
+        }
+    )
+    app.extensions["authsvc_db"][0].dispose()
+    assert any("memory:// keeps limits per process" in m and "waived" in m for m in guard_log)
 
 
 @pytest.mark.parametrize("what", list(REASONS))
@@ -85,7 +202,9 @@ STARTERS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("starter", list(STARTERS))
-@pytest.mark.parametrize("what", list(REASONS))
+@pytest.mark.parametrize(
+    "what", ["development key", "no database", "outbox mail", "32 x a key-encryption key"]
+)
 def test_start_is_refused_with_the_reason(production, dev_key_file, what, starter):
     result = subprocess.run(
         STARTERS[starter](),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from functools import wraps
@@ -44,6 +45,30 @@ def client_ip() -> str | None:
         if len(forwarded) >= hops:
             return _valid_ip(forwarded[-hops]) or peer
     return peer
+
+
+@functools.lru_cache(maxsize=4096)
+def network_of(address: str | None, ipv6_prefix: int) -> str:
+    """The network an address stands for in rate limits: an IPv4 address as itself (also
+    when written IPv4-mapped, ::ffff:a.b.c.d), an IPv6 address as its /`ipv6_prefix` — one
+    subscriber is usually given a whole /64, and can pick any address in it."""
+    if not address:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an IP (e.g. a unix-socket peer): itself
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    return str(ip)
+
+
+def client_network() -> str:
+    """The caller's network (see network_of): what per-client rate limits are keyed on.
+    Sessions and events keep the full address (client_ip)."""
+    return network_of(client_ip(), runtime().settings.RATELIMIT_IPV6_PREFIX)
 
 
 def client_info() -> ClientInfo:

@@ -1,4 +1,5 @@
-"""Rate limits (flask-limiter) per client IP and per account, and the login throttle's hook.
+"""Rate limits (flask-limiter) per client network and per account, and the login throttle's
+hook. A client network is an IPv4 address or an IPv6 /64 (api/auth.py `client_network`).
 
 Views are marked with `@rate_limited("login")` (module level, no app needed). `init_app`
 gives each app its own Limiter, because settings and storage differ between apps, and wraps
@@ -34,7 +35,7 @@ from ..services.throttle import (
     ThrottleStore,
     account_fingerprint,
 )
-from .auth import client_ip, runtime
+from .auth import client_network, runtime
 from .parsing import request_json
 from .problems import render_auth_error
 
@@ -45,7 +46,7 @@ _MAX_KEY_INPUT = 1024
 
 
 def _ip_key() -> str:
-    return "ip:" + (client_ip() or "unknown")
+    return "ip:" + client_network()
 
 
 def _body_string(name: str) -> str | None:
@@ -61,6 +62,13 @@ def _body_string(name: str) -> str | None:
 
 def _account_key() -> str:
     return "account:" + account_fingerprint(_body_string("email") or "")
+
+
+def _account_network_key() -> str:
+    # Keyed on the network too: guesses from elsewhere cannot use up the owner's allowance.
+    # However many networks an attacker spreads over, the login throttle's account lane
+    # still holds the account to about LOGIN_THROTTLE_ACCOUNT_HOURLY guesses an hour.
+    return _account_key() + ":net:" + client_network()
 
 
 def _no_email() -> bool:
@@ -85,7 +93,7 @@ class _Rule:
 POLICIES: dict[str, tuple[_Rule, ...]] = {
     "login": (
         _Rule("RATELIMIT_LOGIN_PER_IP", _ip_key),
-        _Rule("RATELIMIT_LOGIN_PER_ACCOUNT", _account_key, _no_email),
+        _Rule("RATELIMIT_LOGIN_PER_ACCOUNT", _account_network_key, _no_email),
     ),
     "register": (
         _Rule("RATELIMIT_REGISTER_PER_IP", _ip_key),
@@ -141,16 +149,7 @@ def init_app(app: Flask) -> None:
     settings = app.config["AUTHSVC_SETTINGS"]
     app.extensions["authsvc_limits"] = None
     if not settings.RATELIMIT_ENABLED:
-        if settings.is_production:
-            log.warning(
-                "RATELIMIT_ENABLED=false: no rate limits and no login throttling in production"
-            )
-        return
-    if settings.is_production and settings.RATELIMIT_STORAGE_URI.startswith("memory"):
-        log.warning(
-            "RATELIMIT_STORAGE_URI=memory:// keeps limits per process; use Redis when more "
-            "than one worker or instance serves authsvc"
-        )
+        return  # in production only with PRODUCTION_ALLOW_UNSAFE (authsvc/production.py)
     limiter = Limiter(
         _ip_key,
         storage_uri=settings.RATELIMIT_STORAGE_URI,
@@ -203,13 +202,14 @@ def _render_rate_limited(error: RateLimitExceeded) -> Response:
 @contextmanager
 def login_throttle(email: str, client: ClientInfo) -> Iterator[None]:
     """Around one password check: refuse while the account cools down (429), count a
-    failure (InvalidCredentials), clear on success, give the turn back on anything else."""
+    failure (InvalidCredentials), clear on success, give the turn back on anything else.
+    `client` is the caller; the throttle keys on its network (client_network)."""
     limits: Limits | None = current_app.extensions.get("authsvc_limits")
     if limits is None:
         yield
         return
     clock = runtime().clock
-    keys = limits.throttle.keys(email, client.ip_address)
+    keys = limits.throttle.keys(email, client_network())
     limits.throttle.check(keys, clock())
     try:
         yield

@@ -76,16 +76,19 @@ def list_command() -> None:
 # as the argument, not refused as an unknown option.
 @keys_group.command("revoke", context_settings={"ignore_unknown_options": True})
 @click.argument("kid")
-@click.confirmation_option(prompt="Tokens signed with this key will be refused at once. Revoke it?")
+@click.confirmation_option(
+    prompt="Tokens signed with this key will be refused within 2 seconds. Revoke it?"
+)
 def revoke_command(kid: str) -> None:
-    """Withdraw a key at once (for a leaked key); its tokens stop verifying."""
+    """Withdraw a key (for a leaked key): every worker of every instance sharing this
+    database refuses its tokens within 2 seconds (services/keys.py, VERSION_CHECK_INTERVAL)."""
     from ..services.keys import revoke_key
 
     try:
         revoke_key(get_session(), kid, _runtime().clock())
     except AuthError as exc:
         raise click.ClickException(exc.detail) from None
-    click.echo(f"revoked {kid}")
+    click.echo(f"revoked {kid}; every worker refuses its tokens within 2 seconds")
 
 
 @keys_group.command("generate")

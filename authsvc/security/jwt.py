@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import hashlib
 import json
-import os
 import secrets
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from ..errors import InvalidToken, TokenExpired
@@ -30,6 +25,42 @@ DEV_KEY_MARKER = b"# authsvc development key: generated locally, never use in pr
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "iat", "exp", "jti"]
 # Verified access tokens remembered per worker (a few MB at most).
 VERIFIED_CACHE_SIZE = 4096
+
+
+# The order of P-256 (SEC 2): an ECDSA signature (r, s) also verifies as (r, n - s).
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+class LowSES256(ECAlgorithm):
+    """ES256 with one spelling per signature (as Bitcoin's BIP 62 and libsecp256k1 do): it
+    signs with s <= n/2 and refuses a signature whose s is above, so that no one can re-spell
+    a token (same claims, same jti) by replacing s with n - s."""
+
+    def __init__(self) -> None:
+        super().__init__(ECAlgorithm.SHA256, ec.SECP256R1)
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        signature = super().sign(msg, key)  # JWS form: r and s, 32 bytes each
+        r, s = signature[:32], int.from_bytes(signature[32:], "big")
+        if s > P256_ORDER // 2:
+            s = P256_ORDER - s
+        return r + s.to_bytes(32, "big")
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        if len(sig) != 64 or int.from_bytes(sig[32:], "big") > P256_ORDER // 2:
+            return False
+        return super().verify(msg, key, sig)
+
+
+def _use_low_s_es256() -> None:
+    """PyJWT's registry holds one handler per alg name; ES256's is ours (this module is the
+    only PyJWT user, so jwt.encode and jwt.decode everywhere in authsvc use it)."""
+    if not isinstance(jwt.get_algorithm_by_name("ES256"), LowSES256):
+        jwt.unregister_algorithm("ES256")
+        jwt.register_algorithm("ES256", LowSES256())
+
+
+_use_low_s_es256()
 
 
 class KeyError_(ValueError):
@@ -186,21 +217,7 @@ class KeySet:
         self._verified = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(
             self._verify_signature_and_claims
         )
-        # What every token this set signs shares, worked out once: the encoded JOSE header
-        # and the signer's algorithm with its prepared key (PyJWT's jwt.encode redoes both,
-        # and its checks of the claims, on each call).
-        self._signing_header = _b64url(
-            json.dumps(
-                {"alg": self.signer.alg, "kid": self.signer.kid, "typ": ACCESS_TOKEN_TYP},
-                separators=(",", ":"),
-            ).encode()
-        )
-        self._algorithm = jwt.get_algorithm_by_name(self.signer.alg)
-        self._prepared_key = (
-            None
-            if self.signer.signing_key is None
-            else self._algorithm.prepare_key(self.signer.signing_key)
-        )
+        self._headers = {"kid": self.signer.kid, "typ": ACCESS_TOKEN_TYP}
 
     @property
     def current(self) -> SigningKey:
@@ -222,17 +239,15 @@ class KeySet:
             "exp": iat + self.access_ttl,
             "jti": secrets.token_hex(16),  # 128 random bits, without a UUID object
         }
-        if self._prepared_key is None:
+        if key.signing_key is None:
             raise KeyError_(f"signing key {key.kid} has no private part")
-        # JWS compact serialisation (RFC 7515 §7.1), signed by PyJWT's algorithm.
-        claims = _b64url(json.dumps(payload, separators=(",", ":")).encode())
-        signing_input = f"{self._signing_header}.{claims}"
-        signature = self._algorithm.sign(signing_input.encode(), self._prepared_key)
-        return f"{signing_input}.{_b64url(signature)}", self.access_ttl
+        token = jwt.encode(payload, key.signing_key, algorithm=key.alg, headers=self._headers)
+        return token, self.access_ttl
 
     def verify_access_token(self, token: str, now: datetime) -> AccessClaims:
         """Verify signature, typ, iss, aud and exp (with leeway); raise InvalidToken otherwise."""
-        if len(token) > 4096:
+        if len(token) > 4096 or "=" in token:
+            # Base64url without padding (RFC 7515 §2): "=" would be a second spelling.
             raise InvalidToken("malformed access token")
         claims = self._verified(token)
         ts = now.timestamp()
@@ -280,52 +295,6 @@ class KeySet:
         if not all(isinstance(v, str) for v in (sub, sid, jti)):
             raise InvalidToken("invalid access token")
         return AccessClaims(sub=sub, sid=sid, jti=jti, iat=iat, exp=exp, raw=claims)
-
-
-def _kek_cipher(encryption_key: str) -> AESGCM:
-    return AESGCM(
-        hashlib.sha256(b"authsvc signing-key encryption " + encryption_key.encode()).digest()
-    )
-
-
-def seal_private_key(encryption_key: str, kid: str, private_key: Any) -> bytes:
-    """Encrypt a private key for storage (AES-GCM under JWT_KEY_ENCRYPTION_KEY, bound to kid)."""
-    nonce = os.urandom(12)
-    return nonce + _kek_cipher(encryption_key).encrypt(
-        nonce, private_key_pem(private_key), kid.encode()
-    )
-
-
-def open_private_key(encryption_key: str, kid: str, sealed: bytes) -> Any:
-    try:
-        pem = _kek_cipher(encryption_key).decrypt(sealed[:12], sealed[12:], kid.encode())
-    except (InvalidTag, ValueError):
-        raise KeyError_(
-            f"cannot decrypt signing key {kid}: JWT_KEY_ENCRYPTION_KEY is not the one it was "
-            "stored with"
-        ) from None
-    return serialization.load_pem_private_key(pem, password=None)
-
-
-def write_secret_file(path: Path, content: bytes) -> bytes:
-    """Create `path` (mode 0600) with `content` unless it exists; return what it holds.
-
-    Several workers may start at once: the content goes to a temporary file that is linked
-    into place, so exactly one writer wins and everyone reads that one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            os.write(fd, content)
-            os.close(fd)
-            os.chmod(tmp, 0o600)
-            # If another worker won the race, its file stands and is the one read below.
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    return path.read_bytes()
 
 
 def load_key_file(path: str | Path) -> SigningKey:

@@ -8,6 +8,11 @@ A key's state follows from its timestamps and the clock, so no job has to flip i
   expired   no longer published;  revoked: withdrawn by an operator, refused at once.
 Rotation publishes the new key JWT_KEY_PREPUBLISH seconds before it signs, longer than
 workers take to reload (JWT_KEYS_RELOAD_INTERVAL) and clients cache the JWKS.
+
+Besides that full reload, each worker asks the database at most once a second (on the next
+request that needs a key) for the key set's version: one tiny aggregate row that changes
+when a key is added, revoked or deleted. A changed version reloads at once, so a revocation
+reaches every worker of every instance within VERSION_CHECK_INTERVAL (plus a request).
 """
 
 from __future__ import annotations
@@ -17,12 +22,11 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -38,16 +42,23 @@ from ..security.jwt import (
     SigningKey,
     UnknownSigningKey,
     generate_private_key,
-    open_private_key,
     public_jwk,
-    seal_private_key,
-    write_secret_file,
 )
+from ..security.keystore import open_private_key, seal_private_key, write_secret_file
+from .key_states import KeyState, key_states
 
 log = logging.getLogger("authsvc.keys")
 
 # How often a token with an unknown kid may trigger an early reload (per worker).
 _MISS_RELOAD_INTERVAL = 1.0
+# How often each worker compares the database's key-set version with its own (seconds).
+VERSION_CHECK_INTERVAL = 1.0
+_KEY_SET_VERSION = select(
+    func.count(),
+    func.count(SigningKeyRecord.revoked_at),
+    func.max(SigningKeyRecord.created_at),
+    func.max(SigningKeyRecord.revoked_at),
+)
 
 
 def key_encryption_key(settings: Settings) -> str:
@@ -60,59 +71,10 @@ def key_encryption_key(settings: Settings) -> str:
     return write_secret_file(path, base64.urlsafe_b64encode(os.urandom(32))).decode().strip()
 
 
-@dataclass(frozen=True)
-class KeyState:
-    kid: str
-    alg: str
-    state: str
-    created_at: datetime
-    activates_at: datetime
-    published_until: datetime | None
-    development: bool
-
-
-def key_states(
-    records: list[SigningKeyRecord], settings: Settings, now: datetime
-) -> list[KeyState]:
-    """Each key's state at `now` (newest activation first)."""
-    retention = timedelta(seconds=settings.ACCESS_TOKEN_TTL + settings.JWT_LEEWAY)
-    usable = [
-        r
-        for r in records
-        if r.revoked_at is None and not (settings.is_production and r.development)
-    ]
-    usable.sort(key=lambda r: (r.activates_at, r.created_at))
-    active = [r for r in usable if r.activates_at <= now]
-    signer = active[-1] if active else None
-    states: list[KeyState] = []
-    for record in records:
-        until = None
-        if record.revoked_at is not None:
-            state = "revoked"
-        elif record not in usable:
-            state = "refused (development key in production)"
-        elif record.activates_at > now:
-            state = "pending"
-        elif record is signer:
-            state = "active"
-        else:
-            # Retired when the next key in activation order took over.
-            successor = usable[usable.index(record) + 1]
-            until = successor.activates_at + retention
-            state = "retired" if now < until else "expired"
-        states.append(
-            KeyState(
-                kid=record.kid,
-                alg=record.alg,
-                state=state,
-                created_at=record.created_at,
-                activates_at=record.activates_at,
-                published_until=until,
-                development=record.development,
-            )
-        )
-    states.sort(key=lambda s: s.activates_at, reverse=True)
-    return states
+def key_set_version(engine: Engine) -> tuple[Any, ...]:
+    """What changes whenever a key is added, revoked or deleted: cheap to ask every second."""
+    with engine.connect() as conn:
+        return tuple(conn.execute(_KEY_SET_VERSION).one())
 
 
 def _load_records(engine: Engine) -> list[SigningKeyRecord]:
@@ -198,8 +160,9 @@ def list_keys(engine: Engine, settings: Settings, now: datetime) -> list[KeyStat
 
 class KeyRing:
     """The database's key set, as each worker sees it: reloaded every
-    JWT_KEYS_RELOAD_INTERVAL seconds, and early (at most once a second) when a token names
-    a kid it does not know yet. A reload that fails keeps the keys it had."""
+    JWT_KEYS_RELOAD_INTERVAL seconds, when the key-set version changes (checked at most
+    every VERSION_CHECK_INTERVAL), and early (at most once a second) when a token names a
+    kid it does not know yet. A reload that fails keeps the keys it had."""
 
     def __init__(self, engine: Engine, settings: Settings, clock: Clock) -> None:
         self._engine = engine
@@ -214,6 +177,9 @@ class KeyRing:
         self._private: dict[str, Any] = {}
         self._records_loaded = False
         self._shape: tuple[tuple[str, bool], ...] = ()
+        self._version: tuple[Any, ...] | None = None
+        self._checked_at = float("-inf")
+        self._checking = threading.Lock()
 
     # The three operations services use, as on a static KeySet.
     def issue_access_token(self, sub: str, sid: str, now: datetime) -> tuple[str, int]:
@@ -239,8 +205,11 @@ class KeyRing:
         return max(0, min(300, (s.JWT_KEY_PREPUBLISH - s.JWT_KEYS_RELOAD_INTERVAL) // 2))
 
     def keyset(self, now: datetime) -> KeySet:
-        if time.monotonic() - self._loaded_at >= self._settings.JWT_KEYS_RELOAD_INTERVAL:
+        elapsed = time.monotonic() - self._loaded_at
+        if elapsed >= self._settings.JWT_KEYS_RELOAD_INTERVAL:
             self._reload()
+        elif time.monotonic() - self._checked_at >= VERSION_CHECK_INTERVAL:
+            self._check_version()
         if self._keyset is None or (self._valid_until is not None and now >= self._valid_until):
             with self._lock:
                 self._build(now)
@@ -250,6 +219,23 @@ class KeyRing:
             )
         return self._keyset
 
+    def _check_version(self) -> None:
+        # One thread asks for the whole worker; the others go on with the keys they have.
+        if not self._checking.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() - self._checked_at < VERSION_CHECK_INTERVAL:
+                return
+            self._checked_at = time.monotonic()
+            try:
+                version = key_set_version(self._engine)
+            except SQLAlchemyError:
+                return  # the database is away: keep the keys (the full reload will log it)
+            if version != self._version:
+                self._reload(force=True)
+        finally:
+            self._checking.release()
+
     def _reload(self, force: bool = False) -> None:
         with self._lock:
             if (
@@ -258,9 +244,11 @@ class KeyRing:
             ):
                 return
             try:
+                version = key_set_version(self._engine)
                 records = _load_records(self._engine)
                 if not records and not self._settings.is_production:
                     records = self._create_development_key()
+                    version = key_set_version(self._engine)
             except SQLAlchemyError as exc:
                 log.warning(
                     "cannot reload signing keys (%s); keeping the current ones", type(exc).__name__
@@ -269,7 +257,8 @@ class KeyRing:
                 return
             self._records = records
             self._records_loaded = True
-            self._loaded_at = time.monotonic()
+            self._version = version
+            self._loaded_at = self._checked_at = time.monotonic()
             self._build(self._clock())
 
     def _create_development_key(self) -> list[SigningKeyRecord]:

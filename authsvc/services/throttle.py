@@ -1,21 +1,25 @@
-"""Growing delays after failed logins: per account, and per account from one client IP.
+"""Growing delays after failed logins: per account, and per account from one client network.
 
 Every login attempt is weighed against three entries, all keyed by a hash of the normalised
-email (the store never holds an address) and the client IP:
+email (the store never holds an address) and the client's network (an IPv4 address, an IPv6
+/64 by default: api/auth.py `network_of`):
 
-- *pair* (account, IP): the attacker's own lane. `free_attempts` failures, then a wait that
+- *pair* (account, network): the attacker's own lane. `free_attempts` failures, then a wait that
   doubles from 1 s up to `max_delay` (15 min by default) before the next try.
 - *account* (all IPs): twice as many free failures, then a wait doubling up to
   3600 / `account_hourly` seconds (36 s by default). However many addresses an attacker
   spreads over, at most about `account_hourly` guesses an hour reach the password check, and
   a stranger can hold the owner back by that much at most.
-- *known* (account, IP): set by a successful login and kept 30 days. A known address skips
-  the account entry (its own pair entry still applies), so a distributed attack on an
+- *known* (account, network): set by a successful login and kept 30 days. A known network
+  skips the account entry (its own pair entry still applies), so a distributed attack on an
   account does not keep its owner out even while it lasts.
 
 A failure is counted whether or not the account exists, so a 429 says nothing about that.
-A successful login clears both entries. While an entry is in its delay phase, each attempt
-reserves its turn atomically: requests fired in parallel cannot all slip through one opening.
+A successful login clears its pair entry and marks its network known. It leaves the account
+entry alone: the owner signing in often must not hand an attacker elsewhere fresh free
+guesses each time (the account entry decays by itself). While an entry is in its delay phase,
+each attempt reserves its turn atomically: requests fired in parallel cannot all slip through
+one opening.
 Entries are forgotten an hour after their last wait ends.
 
 Time is the caller's clock (`rt.clock()`), so tests can move it; the stores only compare it.
@@ -155,7 +159,6 @@ class MemoryThrottleStore:
     def succeeded(self, keys: ThrottleKeys, now: float) -> None:
         with self._lock:
             self._entries.pop(keys.pair, None)
-            self._entries.pop(keys.account, None)
             self._known[keys.known] = now + KNOWN_CLIENT_TTL
             self._known.move_to_end(keys.known)
             self._prune(now)
@@ -272,7 +275,7 @@ class RedisThrottleStore:
 
     def succeeded(self, keys: ThrottleKeys, now: float) -> None:
         pipe = self._client.pipeline(transaction=True)
-        pipe.delete(keys.pair, keys.account)
+        pipe.delete(keys.pair)
         pipe.set(keys.known, 1, ex=KNOWN_CLIENT_TTL)
         pipe.execute()
 
@@ -299,10 +302,10 @@ class LoginThrottle:
         self._fallback = MemoryThrottleStore()
         self._warned_at = 0.0
 
-    def keys(self, email: str, ip: str | None) -> ThrottleKeys:
+    def keys(self, email: str, network: str | None) -> ThrottleKeys:
         # The {…} hash tag keeps an account's keys in one Redis Cluster slot.
         base = f"{self.prefix}:login:{{{account_fingerprint(email)}}}"
-        client = ip or "unknown"
+        client = network or "unknown"
         return ThrottleKeys(
             pair=f"{base}:ip:{client}", account=base, known=f"{base}:known:{client}"
         )
