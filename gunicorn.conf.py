@@ -15,6 +15,8 @@ no access log), the same settings `make bench` gives its ceilings.
 
 import os
 import shutil
+import socket
+import struct
 import sys
 import tempfile
 
@@ -94,6 +96,16 @@ def on_exit(server):
 
 
 def post_worker_init(worker):
+    # A client that stops half-way through its headers or body would hold a thread for as
+    # long as it keeps the connection open: gthread reads requests with blocking recv() and
+    # no timeout. The kernel's receive timeout on the listening socket is inherited by every
+    # connection accepted from it, so such a read fails after GUNICORN_READ_TIMEOUT seconds
+    # without a byte and the thread is freed (docs/operations.md: behind nginx, which buffers
+    # whole requests, gunicorn never sees a slow client at all).
+    read_timeout = struct.pack("ll", int(os.environ.get("GUNICORN_READ_TIMEOUT", "10")), 0)
+    for listener in worker.sockets:
+        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, read_timeout)
+
     # A thread that waits for the GIL (back from SQLite, PostgreSQL or argon2) asks the
     # running one to let go only after this interval, 5 ms by default. A thread holding
     # SQLite's write lock or a pooled connection meanwhile holds up every other request that
