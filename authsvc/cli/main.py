@@ -37,9 +37,7 @@ def main(ctx: click.Context) -> None:
     ctx.obj = ScriptInfo(create_app=create_app, set_debug_flag=False)
 
 
-@main.command(
-    "serve", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
-)
+@main.command("serve", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
 def serve_command(gunicorn_args: tuple[str, ...]) -> None:
     """Serve with gunicorn and authsvc's gunicorn settings (AUTHSVC_BIND, WEB_CONCURRENCY,
