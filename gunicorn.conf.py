@@ -3,7 +3,7 @@
 Workers from the CPU count (WEB_CONCURRENCY overrides), gunicorn's own gthread worker with
 GUNICORN_THREADS threads each, graceful restarts, JSON lines for gunicorn's own log and the
 access log (GUNICORN_ACCESS_LOG: a file, "-" for stdout, "off" for none), Prometheus
-multiprocess mode for /metrics, and the
+multiprocess mode for /metrics, a read timeout per connection (GUNICORN_READ_TIMEOUT), and the
 settings checked once in the master so that a bad configuration stops the start with its
 reason instead of a crash loop of workers.
 
@@ -13,6 +13,8 @@ no access log), the same settings `make bench` gives its ceilings.
 
 import os
 import shutil
+import socket
+import struct
 import tempfile
 
 
@@ -88,3 +90,15 @@ def on_exit(server):
     own = os.environ.get("AUTHSVC_OWN_METRICS_DIR")
     if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shutil.rmtree(own, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    # A client that stops half-way through its headers or body would hold a thread for as
+    # long as it keeps the connection open: gthread reads requests with blocking recv() and
+    # no timeout. The kernel's receive timeout on the listening socket is inherited by every
+    # connection accepted from it, so such a read fails after GUNICORN_READ_TIMEOUT seconds
+    # without a byte and the thread is freed (docs/operations.md: behind nginx, which buffers
+    # whole requests, gunicorn never sees a slow client at all).
+    read_timeout = struct.pack("ll", int(os.environ.get("GUNICORN_READ_TIMEOUT", "10")), 0)
+    for listener in worker.sockets:
+        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, read_timeout)

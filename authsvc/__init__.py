@@ -12,7 +12,11 @@ from flask import Flask
 from .config import load_settings
 from .runtime import Clock, Runtime, system_clock
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Installed, the migrations ship inside the package (setup.py); in a checkout they are the
+# top-level migrations/ directory.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+if not MIGRATIONS_DIR.is_dir():
+    MIGRATIONS_DIR = MIGRATIONS_DIR.parent.parent / "migrations"
 
 
 def schema_head() -> str:
