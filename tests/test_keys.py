@@ -229,6 +229,7 @@ def test_production_refuses_to_start_without_a_usable_key(make_app, fresh_databa
         "AUTHSVC_ENV": "production",
         "JWT_KEY_ENCRYPTION_KEY": kek,
         "DATABASE_URL": fresh_database_url,
+        "PUBLIC_URL": "https://auth.example.org",
     }
     with pytest.raises(ConfigError, match="keys rotate"):
         make_app(**prod)
@@ -239,7 +240,11 @@ def test_production_refuses_to_start_without_a_usable_key(make_app, fresh_databa
     with pytest.raises(ConfigError, match="keys rotate"):
         make_app(**prod)
     with pytest.raises(ConfigError, match="JWT_KEY_ENCRYPTION_KEY"):
-        make_app(AUTHSVC_ENV="production", DATABASE_URL=fresh_database_url)
+        make_app(
+            AUTHSVC_ENV="production",
+            DATABASE_URL=fresh_database_url,
+            PUBLIC_URL="https://auth.example.org",
+        )
     with pytest.raises(ConfigError, match="at least 32 bytes"):
         make_app(**{**prod, "JWT_KEY_ENCRYPTION_KEY": "short"})
 
@@ -257,6 +262,7 @@ def test_production_starts_with_a_rotated_key(make_app, fresh_database_url):
         "AUTHSVC_ENV": "production",
         "JWT_KEY_ENCRYPTION_KEY": "k" * 40,
         "DATABASE_URL": fresh_database_url,
+        "PUBLIC_URL": "https://auth.example.org",
     }
     engine = create_engine(fresh_database_url)
     with Session(engine) as db:

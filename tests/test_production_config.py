@@ -1,5 +1,6 @@
-"""In production authsvc refuses to start with a development key, a short HS256 secret or no
-DATABASE_URL, and says exactly why: create_app, gunicorn and the flask CLI alike."""
+"""In production authsvc refuses to start with a development key, a short HS256 secret, no
+DATABASE_URL or no PUBLIC_URL, and says exactly why: create_app, gunicorn and the flask CLI
+alike."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def production(base_config):
         "JWT_ALGORITHM": "HS256",
         "JWT_SECRET": SECRET,
         "FRONTEND_URL": "https://app.example.org",
+        "PUBLIC_URL": "https://auth.example.org",
     }
 
 
@@ -48,6 +50,8 @@ def _broken(production, dev_key_file, what):
         settings["JWT_SECRET"] = "x" * 31
     elif what == "no database":
         settings["DATABASE_URL"] = ""
+    elif what == "no public URL":
+        del settings["PUBLIC_URL"]
     return settings
 
 
@@ -55,6 +59,7 @@ REASONS = {
     "development key": "names a development key",
     "short secret": "JWT_SECRET must be at least 32 bytes",
     "no database": "DATABASE_URL must be set in production",
+    "no public URL": "PUBLIC_URL must be set in production",
 }
 
 

@@ -171,6 +171,7 @@ def test_production_warns_about_weak_rate_limiting(make_app, settings, expected)
             JWT_ALGORITHM="HS256",
             JWT_SECRET="s" * 32,
             FRONTEND_URL="https://app.example.org",
+            PUBLIC_URL="https://auth.example.org",
             **settings,
         )
     finally:
