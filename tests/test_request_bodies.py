@@ -102,3 +102,19 @@ def test_an_empty_body_still_names_the_missing_fields(client):
         response = client.post("/api/auth/login", data=b"", content_type=content_type)
         assert response.status_code == 422
         assert set(response.get_json()["errors"]) == {"email", "password"}
+
+
+def test_per_account_limits_read_text_plain_bodies_too(make_app):
+    """A body sent as text/plain must not slip past the limits keyed on its email."""
+    client = make_app(
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_LOGIN_PER_IP="100/minute",
+        RATELIMIT_LOGIN_PER_ACCOUNT="2/minute",
+        LOGIN_THROTTLE_FREE_ATTEMPTS=100,
+    ).test_client()
+    body = json.dumps({"email": "limited@example.com", "password": "wrong password!"})
+    answers = [
+        client.post("/api/auth/login", data=body, content_type=FETCH_DEFAULT).status_code
+        for _ in range(3)
+    ]
+    assert answers == [401, 401, 429]
