@@ -54,7 +54,7 @@ class Settings:
     JWT_KEY_PREPUBLISH: int = 600
     JWT_KEYS_RELOAD_INTERVAL: int = 30
     JWT_LEEWAY: int = 10
-    JWT_ISSUER: str = "authsvc"
+    JWT_ISSUER: str = ""  # default: PUBLIC_URL when set, else "authsvc"
     JWT_AUDIENCE: str = "authsvc"
 
     ARGON2_MEMORY_COST: int = 19 * 1024
@@ -100,6 +100,9 @@ class Settings:
     SMTP_TIMEOUT: int = 10
     SMTP_CA_FILE: str = ""
     FRONTEND_URL: str = "http://localhost:3000"
+    # Where clients reach authsvc (https://auth.example.org): the issuer, discovery's URLs.
+    PUBLIC_URL: str = ""
+    API_DOCS_ENABLED: bool = True  # default: off in production
 
     LOG_LEVEL: str = "INFO"
     # authsvc/metrics.py: /metrics on its own listener, or behind a bearer token.
@@ -165,6 +168,10 @@ def load_settings(
             values[name] = _coerce(name, environ[name], default)
         if overrides and name in overrides:
             values[name] = _coerce(name, overrides[name], default)
+    production = values.get("AUTHSVC_ENV") == "production"
+    values.setdefault("API_DOCS_ENABLED", not production)
+    values["PUBLIC_URL"] = values.get("PUBLIC_URL", "").rstrip("/")
+    values["JWT_ISSUER"] = values.get("JWT_ISSUER") or values["PUBLIC_URL"] or "authsvc"
     if not values.get("INSTANCE_PATH"):
         values["INSTANCE_PATH"] = instance_path or str(Path.cwd() / "instance")
     settings = Settings(**values)
@@ -250,6 +257,25 @@ def _rate_limit_problems(s: Settings) -> list[str]:
     return problems
 
 
+PRODUCTION_FLOORS = {  # seconds, and why production refuses less
+    "ACCESS_TOKEN_TTL": (60, "clock skew between hosts (JWT_LEEWAY) would rival the lifetime"),
+    "REFRESH_TOKEN_TTL": (60, "a device would be logged out after a minute idle"),
+    "SESSION_MAX_LIFETIME": (60, "every login would end within a minute"),
+    "PASSWORD_RESET_TTL": (60, "a reset email could expire before it is read"),
+}
+
+
+def _duration_problems(s: Settings) -> list[str]:
+    """Outside production any duration may be 1 s (a front end exercising its refresh flow);
+    SESSION_MAX_LIFETIME may be below REFRESH_TOKEN_TTL anywhere (it caps refresh tokens)."""
+    problems = [] if s.ACCESS_TOKEN_TTL <= 24 * 3600 else ["ACCESS_TOKEN_TTL must be at most 24 h"]
+    for name, (floor, reason) in PRODUCTION_FLOORS.items():
+        if getattr(s, name) < (floor if s.is_production else 1):
+            where = f" in production: {reason}" if s.is_production else ""
+            problems.append(f"{name} must be at least {floor if where else 1} s{where}")
+    return problems
+
+
 def _validate(s: Settings) -> Settings:
     problems: list[str] = []
 
@@ -260,15 +286,13 @@ def _validate(s: Settings) -> Settings:
     check(s.AUTHSVC_ENV in ENVIRONMENTS, f"AUTHSVC_ENV must be one of {', '.join(ENVIRONMENTS)}")
     check(s.JWT_ALGORITHM in ALGORITHMS, f"JWT_ALGORITHM must be one of {', '.join(ALGORITHMS)}")
     check(0 <= s.JWT_LEEWAY <= 30, "JWT_LEEWAY must be between 0 and 30 seconds")
-    check(60 <= s.ACCESS_TOKEN_TTL <= 24 * 3600, "ACCESS_TOKEN_TTL must be 60 s to 24 h")
-    check(s.REFRESH_TOKEN_TTL >= 60, "REFRESH_TOKEN_TTL must be at least 60 s")
-    check(
-        s.SESSION_MAX_LIFETIME >= s.REFRESH_TOKEN_TTL,
-        "SESSION_MAX_LIFETIME must be at least REFRESH_TOKEN_TTL",
-    )
+    problems.extend(_duration_problems(s))
     check(0 <= s.REFRESH_REUSE_GRACE <= 300, "REFRESH_REUSE_GRACE must be 0 to 300 seconds")
-    check(s.PASSWORD_RESET_TTL >= 60, "PASSWORD_RESET_TTL must be at least 60 s")
     check(8 <= s.PASSWORD_MIN_LENGTH <= 64, "PASSWORD_MIN_LENGTH must be 8 to 64")
+    check(
+        s.PASSWORD_MIN_LENGTH <= s.PASSWORD_MAX_LENGTH <= 1024,
+        "PASSWORD_MAX_LENGTH must be PASSWORD_MIN_LENGTH to 1024",
+    )
     check(s.ARGON2_MEMORY_COST >= 8, "ARGON2_MEMORY_COST is in KiB and must be at least 8")
     check(s.ARGON2_TIME_COST >= 1, "ARGON2_TIME_COST must be at least 1")
     check(s.ARGON2_PARALLELISM >= 1, "ARGON2_PARALLELISM must be at least 1")
@@ -315,8 +339,17 @@ def _validate(s: Settings) -> Settings:
             len(s.JWT_KEY_ENCRYPTION_KEY.encode()) >= 32,
             "JWT_KEY_ENCRYPTION_KEY must be at least 32 bytes",
         )
+    check(
+        not s.PUBLIC_URL or _is_web_origin(s.PUBLIC_URL),
+        "PUBLIC_URL must be an http(s) URL such as https://auth.example.org",
+    )
     if s.is_production:
         check(bool(s.DATABASE_URL), "DATABASE_URL must be set in production")
+        check(
+            s.PUBLIC_URL.startswith("https://"),
+            "PUBLIC_URL must be set in production to the https URL clients reach authsvc at "
+            "(it is the token issuer that resource servers are configured with)",
+        )
         if s.JWT_ALGORITHM != "HS256" and not s.JWT_PRIVATE_KEY_FILE:
             check(
                 bool(s.JWT_KEY_ENCRYPTION_KEY),

@@ -28,6 +28,18 @@ class ValidationFailed(AuthError):
         return cls(f"{name}: {message}", errors={name: [message]})
 
 
+class InvalidJSON(AuthError):
+    """A request body that is not one strict JSON value (duplicate keys, NaN, not UTF-8 …)."""
+
+    status, code, title = 400, "invalid_json", "Invalid JSON body"
+
+
+class BadRequestBody(AuthError):
+    """A body that could not be read at all (a malformed chunked transfer coding …)."""
+
+    status, code, title = 400, "bad_request", "Malformed request body"
+
+
 class WeakPassword(AuthError):
     status, code, title = 422, "weak_password", "Password rejected by policy"
 

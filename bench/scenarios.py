@@ -101,6 +101,7 @@ class Authsvc:
         self.env = checkout.env(
             AUTHSVC_ENV="production",
             PRODUCTION_ALLOW_UNSAFE=",".join(waived),
+            PUBLIC_URL="https://authsvc.bench.example",
             DATABASE_URL=database_url,
             INSTANCE_PATH=str(instance),
             JWT_PRIVATE_KEY_FILE=str(key_file),

@@ -121,6 +121,7 @@ def production_settings(database_url: str, **overrides: Any) -> dict[str, Any]:
         "MAIL_BACKEND": "smtp",
         "SMTP_HOST": "127.0.0.1",  # a relay on this host: SMTP_TLS=none allowed
         "FRONTEND_URL": "https://app.example.org",
+        "PUBLIC_URL": "https://auth.example.org",
         "RATELIMIT_ENABLED": True,
         "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
         # Its own keys (they expire with their windows): runs in parallel never share limits.

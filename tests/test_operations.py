@@ -100,7 +100,7 @@ def test_request_id_is_echoed_when_sane_and_made_up_otherwise(client):
     fresh = {client.get("/healthz").headers["X-Request-ID"] for _ in range(3)}
     assert len(fresh) == 3
     assert all(len(made) == 32 and int(made, 16) >= 0 for made in fresh)
-    problem = client.post("/api/auth/login", data=b"x", content_type="text/plain")
+    problem = client.post("/api/auth/login", data=b"x", content_type="application/xml")
     assert problem.status_code == 415
     assert problem.headers["X-Request-ID"]
 

@@ -1,8 +1,8 @@
 """In production authsvc refuses to start with unsafe settings and says exactly why: a
-development key, a short HS256 secret, no DATABASE_URL, outbox mail, a localhost or plain-http
-FRONTEND_URL, SMTP in clear to a remote host, rate limits off or per process, argon2 below
-OWASP's minimum, SQLite, a guessable key-encryption key — create_app, gunicorn and the flask
-CLI alike. docs/production.md lists the same checks."""
+development key, a short HS256 secret, no DATABASE_URL or PUBLIC_URL, outbox mail, a
+localhost or plain-http FRONTEND_URL, SMTP in clear to a remote host, rate limits off or per
+process, argon2 below OWASP's minimum, SQLite, a guessable key-encryption key — create_app,
+gunicorn and the flask CLI alike. docs/production.md lists the same checks."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ BREAKAGES = {
     ),
     "short secret": ({"JWT_SECRET": "x" * 31}, "JWT_SECRET must be at least 32 bytes"),
     "no database": ({"DATABASE_URL": ""}, "DATABASE_URL must be set in production"),
+    "no public URL": ({"PUBLIC_URL": ""}, "PUBLIC_URL must be set in production"),
     "outbox mail": ({"MAIL_BACKEND": "outbox"}, "MAIL_BACKEND=outbox writes live"),
     "localhost frontend": (
         {"FRONTEND_URL": "https://localhost:3000"},

@@ -6,6 +6,7 @@ from ..db import get_session
 from ..services import accounts
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .limits import login_throttle, rate_limited
+from .openapi import BEARER, BODY, DATABASE, LIMITED, errors
 from .parsing import Blueprint
 from .schemas import LoginArgsSchema, RegisterArgsSchema, TokenPairSchema, UserSchema
 
@@ -14,11 +15,17 @@ blp = Blueprint("account", __name__, url_prefix="/api/auth", description="Accoun
 
 @blp.post("/register")
 @rate_limited("register")
+@blp.doc(operationId="register")
 @blp.arguments(RegisterArgsSchema())
 @blp.response(201, TokenPairSchema)
-@blp.alt_response(409, description="email_taken")
-@blp.alt_response(422, description="validation_error or weak_password")
-@blp.alt_response(429, description="rate_limited (see Retry-After)")
+@errors(
+    blp,
+    BODY,
+    {409: "email_taken: an account with this email exists"},
+    {422: "validation_error (`errors` names each field) or weak_password (the policy's reason)"},
+    LIMITED,
+    DATABASE,
+)
 def register(args: dict) -> object:
     """Create an account and log it in"""
     return accounts.register(
@@ -28,10 +35,16 @@ def register(args: dict) -> object:
 
 @blp.post("/login")
 @rate_limited("login")
+@blp.doc(operationId="login")
 @blp.arguments(LoginArgsSchema())
 @blp.response(200, TokenPairSchema)
-@blp.alt_response(401, description="invalid_credentials")
-@blp.alt_response(429, description="rate_limited: too many attempts (see Retry-After)")
+@errors(
+    blp,
+    BODY,
+    {401: "invalid_credentials: unknown email or wrong password (the same answer)"},
+    {429: "rate_limited: too many attempts for this address or account; see Retry-After"},
+    DATABASE,
+)
 def login(args: dict) -> object:
     """Log in with email and password"""
     client = client_info()
@@ -40,10 +53,10 @@ def login(args: dict) -> object:
 
 
 @blp.get("/me")
-@blp.doc(security=BEARER_SECURITY)
+@blp.doc(security=BEARER_SECURITY, operationId="getMe")
 @bearer_required
 @blp.response(200, UserSchema)
-@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
+@errors(blp, BEARER, DATABASE)
 def me() -> object:
     """The current user"""
     return current_principal().user

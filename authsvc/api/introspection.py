@@ -14,6 +14,7 @@ from ..db import get_session
 from ..errors import InvalidClient
 from ..services import clients
 from .auth import runtime
+from .openapi import BODY, DATABASE, errors
 from .parsing import Blueprint
 from .schemas import IntrospectionArgsSchema, IntrospectionSchema
 
@@ -34,7 +35,11 @@ def client_credentials() -> tuple[str, str]:
     client_id, sep, secret = decoded.partition(":")
     if not sep:
         raise InvalidClient("malformed Basic credentials")
-    return unquote_plus(client_id), unquote_plus(secret)
+    client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+    # A NUL is in no client id (and PostgreSQL text cannot hold one): wrong credentials.
+    if "\x00" in client_id or "\x00" in secret:
+        raise InvalidClient("malformed Basic credentials")
+    return client_id, secret
 
 
 def accepts_form_body(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,10 +49,17 @@ def accepts_form_body(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @blp.post("/introspect")
-@blp.doc(security=BASIC_SECURITY)
+@blp.doc(security=BASIC_SECURITY, operationId="introspectToken")
 @blp.arguments(IntrospectionArgsSchema(), location="form")
 @blp.response(200, IntrospectionSchema)
-@blp.alt_response(401, description="invalid_client")
+@errors(
+    blp,
+    BODY,
+    {400: "bad_request: a malformed chunked body"},
+    {415: "unsupported_media_type: the body is not application/x-www-form-urlencoded"},
+    {401: "invalid_client: missing or wrong client credentials (HTTP Basic)"},
+    DATABASE,
+)
 @accepts_form_body
 def introspect(args: dict) -> dict:
     """Is this access token active? (RFC 7662, for registered service clients)"""

@@ -24,7 +24,7 @@ from flask_limiter import Limiter, RateLimitExceeded
 from limits.storage import MemoryStorage, RedisStorage
 from werkzeug.exceptions import HTTPException
 
-from ..errors import InvalidCredentials, RateLimited
+from ..errors import AuthError, InvalidCredentials, RateLimited
 from ..security.tokens import hash_token
 from ..services.common import ClientInfo
 from ..services.throttle import (
@@ -36,7 +36,7 @@ from ..services.throttle import (
     account_fingerprint,
 )
 from .auth import client_network, runtime
-from .parsing import request_json
+from .parsing import is_json_body, request_json
 from .problems import render_auth_error
 
 log = logging.getLogger("authsvc.limits")
@@ -53,8 +53,8 @@ def _body_string(name: str) -> str | None:
     """A string field of the JSON body (the same parse the view uses), never raising: a body
     the view's parser will refuse anyway is simply not keyed by account."""
     try:
-        body = request_json() if request.is_json else None
-    except (ValueError, HTTPException):  # malformed, or over MAX_CONTENT_LENGTH
+        body = request_json() if is_json_body(request.mimetype) else None
+    except (AuthError, HTTPException):  # malformed, or over MAX_CONTENT_LENGTH
         body = None
     value = body.get(name) if isinstance(body, dict) else None
     return value if isinstance(value, str) and 0 < len(value) <= _MAX_KEY_INPUT else None

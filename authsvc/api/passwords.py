@@ -6,6 +6,7 @@ from ..db import get_session
 from ..services import recovery
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .limits import login_throttle, rate_limited
+from .openapi import BEARER, BODY, DATABASE, LIMITED, errors
 from .parsing import Blueprint
 from .schemas import (
     ChangePasswordArgsSchema,
@@ -20,10 +21,10 @@ blp = Blueprint("passwords", __name__, url_prefix="/api/auth", description="Pass
 
 @blp.post("/forgot-password")
 @rate_limited("forgot_password")
+@blp.doc(operationId="forgotPassword")
 @blp.arguments(ForgotPasswordArgsSchema())
 @blp.response(202, MessageSchema)
-@blp.alt_response(422, description="validation_error: not an email address")
-@blp.alt_response(429, description="rate_limited (see Retry-After)")
+@errors(blp, BODY, {422: "validation_error: not an email address"}, LIMITED, DATABASE)
 def forgot_password(args: dict) -> dict:
     """Email a password-reset link (the same answer whether or not the account exists)"""
     recovery.forgot_password(get_session(), runtime(), args["email"], client_info())
@@ -32,11 +33,17 @@ def forgot_password(args: dict) -> dict:
 
 @blp.post("/reset-password")
 @rate_limited("reset_password")
+@blp.doc(operationId="resetPassword")
 @blp.arguments(ResetPasswordArgsSchema())
 @blp.response(200, TokenPairSchema)
-@blp.alt_response(400, description="invalid_reset_token: unknown, expired or already used")
-@blp.alt_response(422, description="validation_error or weak_password")
-@blp.alt_response(429, description="rate_limited (see Retry-After)")
+@errors(
+    blp,
+    BODY,
+    {400: BODY[400] + "; invalid_reset_token: unknown, expired or already used"},
+    {422: "validation_error (`errors` names each field) or weak_password (the policy's reason)"},
+    LIMITED,
+    DATABASE,
+)
 def reset_password(args: dict) -> object:
     """Set a new password with an emailed reset token; ends every session, logs in here"""
     return recovery.reset_password(
@@ -45,13 +52,18 @@ def reset_password(args: dict) -> object:
 
 
 @blp.post("/change-password")
-@blp.doc(security=BEARER_SECURITY)
+@blp.doc(security=BEARER_SECURITY, operationId="changePassword")
 @bearer_required
 @blp.arguments(ChangePasswordArgsSchema())
 @blp.response(200, TokenPairSchema)
-@blp.alt_response(401, description="invalid_credentials (wrong current password) or bad token")
-@blp.alt_response(422, description="validation_error or weak_password")
-@blp.alt_response(429, description="rate_limited: too many wrong current passwords")
+@errors(
+    blp,
+    BODY,
+    {401: BEARER[401] + "; invalid_credentials: the current password is wrong"},
+    {422: "validation_error (`errors` names each field) or weak_password (the policy's reason)"},
+    {429: "rate_limited: too many wrong current passwords; see Retry-After"},
+    DATABASE,
+)
 def change_password(args: dict) -> object:
     """Change the password; ends every other session and renews this one's refresh token"""
     p, client = current_principal(), client_info()

@@ -41,13 +41,25 @@ _HTTP_CODES = {
 
 
 class ProblemSchema(ma.Schema):
-    """RFC 9457 problem details, with a stable machine-readable `code`."""
+    """RFC 9457 problem details, with a stable machine-readable `code`; more members may
+    come (RFC 9457 §3.2), so clients must accept them."""
 
-    type = ma.fields.String(metadata={"description": "URI identifying the problem type"})
-    title = ma.fields.String(metadata={"description": "Short summary of the problem type"})
-    status = ma.fields.Integer(metadata={"description": "HTTP status code"})
-    detail = ma.fields.String(metadata={"description": "Explanation of this occurrence"})
-    code = ma.fields.String(metadata={"description": "Stable machine-readable error code"})
+    class Meta:
+        unknown = ma.INCLUDE  # documented as additionalProperties: true
+
+    type = ma.fields.String(
+        required=True, metadata={"description": "URI identifying the problem type"}
+    )
+    title = ma.fields.String(
+        required=True, metadata={"description": "Short summary of the problem type"}
+    )
+    status = ma.fields.Integer(required=True, metadata={"description": "HTTP status code"})
+    detail = ma.fields.String(
+        required=True, metadata={"description": "Explanation of this occurrence"}
+    )
+    code = ma.fields.String(
+        required=True, metadata={"description": "Stable machine-readable error code"}
+    )
     errors = ma.fields.Dict(
         keys=ma.fields.String(),
         metadata={"description": "Field -> messages, on validation failures"},

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
-
 import marshmallow as ma
 from marshmallow import validate
 
-MAX_PASSWORD_INPUT = 1024  # policy allows 256; longer input is refused before any hashing
+from ..services.events import EVENT_TYPES
+
+# A ceiling on any password input, refused before any hashing. The policy's own maximum
+# (PASSWORD_MAX_LENGTH, at most this) is what the document shows: `init_api` writes it in.
+MAX_PASSWORD_INPUT = 1024
 
 
 class Text(ma.fields.String):
@@ -32,17 +33,22 @@ class StrictSchema(ma.Schema):
 
 # Documentation only: the service validates and normalises emails itself (`normalise_email`),
 # and the password policy answers 422 weak_password. `init_api` writes the configured
-# PASSWORD_MIN_LENGTH into the document as the new passwords' minLength.
+# PASSWORD_MIN_LENGTH and PASSWORD_MAX_LENGTH into the document.
 EMAIL = {"format": "email"}
 NEW_PASSWORD = {
-    "description": "checked against the password policy (SPEC §4): at least PASSWORD_MIN_LENGTH "
-    "characters, not a common password, not containing the email's local part"
+    "description": "checked against the password policy: within the configured length limits, "
+    "not a common password, not containing the email's local part (422 weak_password)"
 }
 NEW_PASSWORD_FIELDS = {
     "RegisterArgs": "password",
     "ResetPasswordArgs": "new_password",
     "ChangePasswordArgs": "new_password",
 }
+PASSWORD_FIELDS = [
+    *NEW_PASSWORD_FIELDS.items(),
+    ("LoginArgs", "password"),
+    ("ChangePasswordArgs", "current_password"),
+]
 
 
 class RegisterArgsSchema(StrictSchema):
@@ -65,57 +71,20 @@ class RefreshTokenArgsSchema(StrictSchema):
     refresh_token = Text(required=True, load_only=True, validate=validate.Length(min=1, max=512))
 
 
-def user_body(user: Any) -> dict[str, Any]:
-    """What UserSchema dumps of a User or UserInfo, without marshmallow's per-field work
-    (/me, and every token pair). tests/test_schemas.py holds the two equal."""
-    return {
-        "id": str(user.id),
-        "email": user.email,
-        "name": user.name,
-        "created_at": user.created_at.isoformat(),
-    }
-
-
-class _DirectDump(ma.Schema):
-    """A response schema whose single objects are dumped by `body` (the documented fields,
-    built directly); lists and mappings go through marshmallow."""
-
-    body: Callable[[Any], dict[str, Any]]  # each subclass's own, every field of it
-
-    def dump(self, obj: Any, *, many: bool | None = None) -> Any:
-        plain = not (many or (many is None and self.many) or isinstance(obj, Mapping))
-        if plain and not (self.only or self.exclude):  # `body` writes every field
-            return self.body(obj)
-        return super().dump(obj, many=many)
-
-
-class UserSchema(_DirectDump):
+class UserSchema(ma.Schema):
     id = ma.fields.UUID(required=True)
     email = ma.fields.String(required=True)
     name = ma.fields.String(allow_none=True, required=True)
     created_at = ma.fields.AwareDateTime(required=True)
 
-    body = staticmethod(user_body)
 
-
-class TokenPairSchema(_DirectDump):
+class TokenPairSchema(ma.Schema):
     access_token = ma.fields.String(required=True)
     refresh_token = ma.fields.String(required=True)
     token_type = ma.fields.String(required=True, metadata={"enum": ["bearer"]})
     expires_in = ma.fields.Integer(required=True, metadata={"description": "seconds left"})
     refresh_expires_in = ma.fields.Integer(required=True, metadata={"description": "seconds left"})
     user = ma.fields.Nested(UserSchema, required=True)
-
-    @staticmethod
-    def body(pair: Any) -> dict[str, Any]:
-        return {
-            "access_token": pair.access_token,
-            "refresh_token": pair.refresh_token,
-            "token_type": pair.token_type,
-            "expires_in": pair.expires_in,
-            "refresh_expires_in": pair.refresh_expires_in,
-            "user": user_body(pair.user),
-        }
 
 
 class LogoutAllSchema(ma.Schema):
@@ -124,6 +93,21 @@ class LogoutAllSchema(ma.Schema):
 
 class JWKSSchema(ma.Schema):
     keys = ma.fields.List(ma.fields.Dict(), required=True)
+
+
+class ServerMetadataSchema(ma.Schema):
+    """OAuth 2.0 Authorization Server Metadata (RFC 8414), what applies to authsvc."""
+
+    issuer = ma.fields.String(
+        required=True, metadata={"description": "the `iss` of every access token"}
+    )
+    jwks_uri = ma.fields.String(required=True)
+    introspection_endpoint = ma.fields.String(required=True)
+    introspection_endpoint_auth_methods_supported = ma.fields.List(
+        ma.fields.String(), required=True
+    )
+    response_types_supported = ma.fields.List(ma.fields.String(), required=True)
+    service_documentation = ma.fields.String()
 
 
 class HealthSchema(ma.Schema):
@@ -155,7 +139,7 @@ class EventsQuerySchema(StrictSchema):
 
 
 class EventSchema(ma.Schema):
-    type = ma.fields.String(required=True)
+    type = ma.fields.String(required=True, metadata={"enum": sorted(EVENT_TYPES)})
     created_at = ma.fields.AwareDateTime(required=True)
     ip_address = ma.fields.String(required=True, allow_none=True)
     user_agent = ma.fields.String(required=True, allow_none=True)

@@ -6,6 +6,7 @@ from ..db import get_session
 from ..services import sessions
 from ..services.common import parse_uuid
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
+from .openapi import BEARER, DATABASE, REFUSED_BODY, errors
 from .parsing import Blueprint
 from .schemas import EventSchema, EventsQuerySchema, SessionSchema
 
@@ -13,10 +14,10 @@ blp = Blueprint("sessions", __name__, url_prefix="/api/auth", description="Sessi
 
 
 @blp.get("/sessions")
-@blp.doc(security=BEARER_SECURITY)
+@blp.doc(security=BEARER_SECURITY, operationId="listSessions")
 @bearer_required
 @blp.response(200, SessionSchema(many=True))
-@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
+@errors(blp, BEARER, DATABASE)
 def list_sessions() -> object:
     """The current user's active sessions (devices), newest first"""
     p = current_principal()
@@ -25,11 +26,16 @@ def list_sessions() -> object:
 
 # A string, not a uuid converter: a malformed id must get the same 404 as anyone else's.
 @blp.delete("/sessions/<session_id>")
-@blp.doc(security=BEARER_SECURITY)
+@blp.doc(security=BEARER_SECURITY, operationId="revokeSession")
 @bearer_required
 @blp.response(204)
-@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
-@blp.alt_response(404, description="not_found: no active session of the caller has this id")
+@errors(
+    blp,
+    BEARER,
+    REFUSED_BODY,
+    {404: "not_found: no active session of the caller has this id"},
+    DATABASE,
+)
 def revoke_session(session_id: str) -> None:
     """Revoke one of the current user's sessions (log that device out)"""
     p = current_principal()
@@ -39,12 +45,11 @@ def revoke_session(session_id: str) -> None:
 
 
 @blp.get("/events")
-@blp.doc(security=BEARER_SECURITY)
+@blp.doc(security=BEARER_SECURITY, operationId="listEvents")
 @bearer_required
 @blp.arguments(EventsQuerySchema(), location="query")
 @blp.response(200, EventSchema(many=True))
-@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
-@blp.alt_response(422, description="validation_error: limit is not 1 to 100")
+@errors(blp, BEARER, {422: "validation_error: limit is not 1 to 100"}, DATABASE)
 def list_events(args: dict) -> object:
     """The current user's recent security events, newest first"""
     return sessions.list_events(get_session(), current_principal().user.id, args["limit"])

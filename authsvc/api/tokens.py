@@ -6,6 +6,7 @@ from ..db import get_session
 from ..services import tokens
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .limits import rate_limited
+from .openapi import BEARER, BODY, DATABASE, LIMITED, REFUSED_BODY, errors
 from .parsing import Blueprint
 from .schemas import LogoutAllSchema, RefreshTokenArgsSchema, TokenPairSchema
 
@@ -14,10 +15,19 @@ blp = Blueprint("tokens", __name__, url_prefix="/api/auth", description="Tokens"
 
 @blp.post("/refresh")
 @rate_limited("refresh")
+@blp.doc(operationId="refreshToken")
 @blp.arguments(RefreshTokenArgsSchema())
 @blp.response(200, TokenPairSchema)
-@blp.alt_response(401, description="invalid_token or refresh_token_reused")
-@blp.alt_response(429, description="rate_limited (see Retry-After)")
+@errors(
+    blp,
+    BODY,
+    {
+        401: "invalid_token (unknown, expired or revoked) or refresh_token_reused (spent "
+        "before: the session is revoked)"
+    },
+    LIMITED,
+    DATABASE,
+)
 def refresh(args: dict) -> object:
     """Exchange a refresh token for a new pair (the presented token is spent)"""
     return tokens.rotate_refresh_token(
@@ -26,18 +36,20 @@ def refresh(args: dict) -> object:
 
 
 @blp.post("/logout")
+@blp.doc(operationId="logout")
 @blp.arguments(RefreshTokenArgsSchema())
 @blp.response(204)
+@errors(blp, BODY, DATABASE)
 def logout(args: dict) -> None:
     """End the session of a refresh token (idempotent; unknown tokens also get 204)"""
     tokens.logout(get_session(), runtime(), args["refresh_token"], client_info())
 
 
 @blp.post("/logout-all")
-@blp.doc(security=BEARER_SECURITY)
+@blp.doc(security=BEARER_SECURITY, operationId="logoutAll")
 @bearer_required
 @blp.response(200, LogoutAllSchema)
-@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
+@errors(blp, BEARER, REFUSED_BODY, DATABASE)
 def logout_all() -> dict:
     """End every session of the current user, this one included"""
     p = current_principal()
