@@ -63,7 +63,12 @@ class Settings:
 
     MAX_CONTENT_LENGTH: int = 64 * 1024
     TRUSTED_PROXY_HOPS: int = 0
-    CORS_ORIGINS: tuple[str, ...] = ()
+    CORS_ORIGINS: tuple[str, ...] = ()  # development: FRONTEND_URL's origin when empty
+    # The refresh token in the JSON body, in an HttpOnly cookie, or both (authsvc/api/cookies.py).
+    REFRESH_TOKEN_TRANSPORT: str = "both"  # noqa: S105 (a mode, not a secret)
+    REFRESH_COOKIE_NAME: str = "authsvc_refresh"
+    REFRESH_COOKIE_PATH: str = "/api/auth"  # the API as browsers see it; /refresh, /logout
+    REFRESH_COOKIE_SAMESITE: str = "Lax"
 
     RATELIMIT_ENABLED: bool = True
     RATELIMIT_STORAGE_URI: str = "memory://"
@@ -168,6 +173,10 @@ def _fill_defaults(s: Settings) -> Settings:
         changes["DATABASE_URL"] = normalise_database_url(s.DATABASE_URL)
     if not s.MAIL_OUTBOX_DIR:
         changes["MAIL_OUTBOX_DIR"] = str(Path(s.INSTANCE_PATH) / "outbox")
+    if not s.CORS_ORIGINS and not s.is_production and _is_web_origin(s.FRONTEND_URL):
+        # The development front end (the demo SPA on localhost:3000) works out of the box.
+        parts = urlsplit(s.FRONTEND_URL)
+        changes["CORS_ORIGINS"] = (f"{parts.scheme}://{parts.netloc}".lower(),)
     return Settings(**{**s.__dict__, **changes}) if changes else s
 
 
@@ -238,6 +247,25 @@ def _rate_limit_problems(s: Settings) -> list[str]:
     return problems
 
 
+def _cookie_problems(s: Settings) -> list[str]:
+    path, name, same_site = s.REFRESH_COOKIE_PATH, s.REFRESH_COOKIE_NAME, s.REFRESH_COOKIE_SAMESITE
+    checks = {
+        "REFRESH_TOKEN_TRANSPORT must be body, cookie or both": (
+            s.REFRESH_TOKEN_TRANSPORT in ("body", "cookie", "both")
+        ),
+        "REFRESH_COOKIE_SAMESITE must be Lax, Strict or None": same_site
+        in ("Lax", "Strict", "None"),
+        "REFRESH_COOKIE_SAMESITE=None needs CORS_ORIGINS": same_site != "None" or s.CORS_ORIGINS,
+        "REFRESH_COOKIE_NAME must be letters, digits, '_'": (
+            name.isascii() and name.replace("_", "a").isalnum()
+        ),
+        "REFRESH_COOKIE_PATH must be a path like /api/auth": (
+            path[:1] == "/" and path[-1:] != "/" and not set(path) & set(";, \t\r\n")
+        ),
+    }
+    return [message for message, ok in checks.items() if not ok]
+
+
 def _validate(s: Settings) -> Settings:
     problems: list[str] = []
 
@@ -270,6 +298,7 @@ def _validate(s: Settings) -> Settings:
         "port; no path, no trailing slash)",
     )
     problems.extend(_rate_limit_problems(s))
+    problems.extend(_cookie_problems(s))
     check(
         s.MAIL_BACKEND in MAIL_BACKENDS, f"MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}"
     )

@@ -75,6 +75,12 @@ class RefreshTokenReused(Unauthorized):
     code, title = "refresh_token_reused", "Refresh token reused; session revoked"
 
 
+class CsrfFailed(AuthError):
+    """A request that the refresh cookie would authenticate came from a page not allowed."""
+
+    status, code, title = 403, "csrf_failed", "Cross-site request refused"
+
+
 class InvalidResetToken(AuthError):
     status, code, title = 400, "invalid_reset_token", "Invalid or expired reset token"
 

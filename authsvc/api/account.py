@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..db import get_engine, get_session
 from ..services import accounts
+from . import cookies
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .limits import login_throttle, rate_limited
 from .parsing import Blueprint
@@ -21,9 +22,10 @@ blp = Blueprint("account", __name__, url_prefix="/api/auth", description="Accoun
 @blp.alt_response(429, description="rate_limited (see Retry-After)")
 def register(args: dict) -> object:
     """Create an account and log it in"""
-    return accounts.register(
+    pair = accounts.register(
         get_session(), runtime(), args["email"], args["password"], args["name"], client_info()
     )
+    return cookies.issue(pair)
 
 
 @blp.post("/login")
@@ -36,9 +38,10 @@ def login(args: dict) -> object:
     """Log in with email and password"""
     client = client_info()
     with login_throttle(args["email"], client):
-        return accounts.login(
+        pair = accounts.login(
             get_engine(), get_session, runtime(), args["email"], args["password"], client
         )
+    return cookies.issue(pair)
 
 
 @blp.get("/me")
