@@ -263,9 +263,10 @@ export function createAuthClient({
           });
           return accept(pair);
         } catch (error) {
-          // 401 (invalid, revoked, reused) or 422 (no cookie): this session is over.
+          // 401 (invalid, revoked, reused), 403 (refused cookie), 422 (no token at all):
+          // this session is over.
           if (error instanceof AuthError && [401, 403, 422].includes(error.status)) {
-            signOut(error.code);
+            signOut(error.status === 422 ? "not_signed_in" : error.code);
           }
           throw error;
         }
