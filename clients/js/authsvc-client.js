@@ -20,7 +20,7 @@
  *   expires_in: number, refresh_expires_in: number, user: User}} TokenPair
  * @typedef {{accessToken: string, refreshToken?: string, expiresAt: number, user: User}} AuthState
  *   expiresAt: the access token's expiry, in ms since the epoch (this machine's clock)
- * @typedef {{transport: "cookie" | "body", shared: boolean, load(): AuthState | null,
+ * @typedef {{transport: "cookie" | "body", shared?: boolean, load(): AuthState | null,
  *   save(state: AuthState): void, clear(): void}} TokenStore
  *   shared: whether every tab sees the same state (localStorage) or each tab its own
  * @typedef {{id: string, created_at: string, last_used_at: string, expires_at: string,
