@@ -7,7 +7,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 
-.PHONY: run test test-postgres lint format migrate revision bench fuzz clean venv
+.PHONY: run demo test test-postgres test-js lint format migrate revision bench fuzz clean venv
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -29,6 +29,14 @@ venv: $(DEV_STAMP)
 run: $(RUNTIME_STAMP)
 	$(BIN)/alembic upgrade head
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+## demo: serve the demo SPA (examples/spa) on http://localhost:3000, beside `make run`
+demo: $(RUNTIME_STAMP)
+	$(BIN)/python -m examples.spa
+
+## test-js: the reference JS client's unit tests (node's test runner; also part of `make test`)
+test-js:
+	node --test clients/js/test/*.test.js
 
 ## test: the whole suite on SQLite
 test: $(DEV_STAMP)

@@ -91,6 +91,12 @@ class RefreshTokenReused(Unauthorized):
     keeps_effects = True
 
 
+class CsrfFailed(AuthError):
+    """A request that the refresh cookie would authenticate came from a page not allowed."""
+
+    status, code, title = 403, "csrf_failed", "Cross-site request refused"
+
+
 class InvalidResetToken(AuthError):
     status, code, title = 400, "invalid_reset_token", "Invalid or expired reset token"
 

@@ -8,15 +8,13 @@ import jwt
 import pytest
 
 from authsvc.config import ConfigError, load_settings
-from conftest import PASSWORD
+from conftest import PASSWORD, production_settings
 
 DURATIONS = ("ACCESS_TOKEN_TTL", "REFRESH_TOKEN_TTL", "SESSION_MAX_LIFETIME", "PASSWORD_RESET_TTL")
 PRODUCTION = {
-    "AUTHSVC_ENV": "production",
-    "DATABASE_URL": "postgresql://db.example.org/authsvc",
+    **production_settings("postgresql://db.example.org/authsvc"),
     "JWT_ALGORITHM": "HS256",
     "JWT_SECRET": "s" * 32,
-    "PUBLIC_URL": "https://auth.example.org",
 }
 
 

@@ -7,7 +7,7 @@ import jwt
 import pytest
 
 from authsvc.config import load_settings
-from conftest import PASSWORD
+from conftest import PASSWORD, production_settings
 
 PUBLIC_URL = "https://auth.example.org"
 METADATA = "/.well-known/oauth-authorization-server"
@@ -69,8 +69,7 @@ def test_a_public_url_must_be_a_url(value):
 
 def test_production_wants_an_https_public_url():
     production = {
-        "AUTHSVC_ENV": "production",
-        "DATABASE_URL": "postgresql://db.example.org/authsvc",
+        **production_settings("postgresql://db.example.org/authsvc"),
         "JWT_ALGORITHM": "HS256",
         "JWT_SECRET": "s" * 32,
     }

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from authsvc.config import load_settings
-from conftest import ROOT
+from conftest import ROOT, production_settings
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium")
@@ -49,11 +49,9 @@ def test_the_page_and_its_assets_are_same_origin_only(client):
 
 def test_off_by_default_in_production_and_when_disabled(make_app):
     production = {
-        "AUTHSVC_ENV": "production",
-        "DATABASE_URL": "postgresql://db.example.org/authsvc",
+        **production_settings("postgresql://db.example.org/authsvc"),
         "JWT_ALGORITHM": "HS256",
         "JWT_SECRET": "s" * 32,
-        "PUBLIC_URL": "https://auth.example.org",
     }
     assert load_settings(production, environ={}).API_DOCS_ENABLED is False
     assert load_settings({**production, "API_DOCS_ENABLED": "true"}, environ={}).API_DOCS_ENABLED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..db import get_session
 from ..services import accounts
+from . import cookies
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .limits import login_throttle, rate_limited
 from .openapi import BEARER, BODY, DATABASE, LIMITED, errors
@@ -28,9 +29,10 @@ blp = Blueprint("account", __name__, url_prefix="/api/auth", description="Accoun
 )
 def register(args: dict) -> object:
     """Create an account and log it in"""
-    return accounts.register(
+    pair = accounts.register(
         get_session(), runtime(), args["email"], args["password"], args["name"], client_info()
     )
+    return cookies.issue(pair)
 
 
 @blp.post("/login")
@@ -49,7 +51,8 @@ def login(args: dict) -> object:
     """Log in with email and password"""
     client = client_info()
     with login_throttle(args["email"], client):
-        return accounts.login(get_session(), runtime(), args["email"], args["password"], client)
+        pair = accounts.login(get_session(), runtime(), args["email"], args["password"], client)
+    return cookies.issue(pair)
 
 
 @blp.get("/me")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, current_app, request
 
-ALLOWED_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
+ALLOWED_HEADERS = ("Authorization", "Content-Type", "X-Request-ID", "X-Requested-With")
 EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate", "X-Request-ID")
 PREFLIGHT_MAX_AGE = 600  # seconds a browser may cache a preflight answer
 

@@ -36,6 +36,7 @@ from ..services.throttle import (
     account_fingerprint,
 )
 from .auth import client_network, runtime
+from .cookies import cookie_token
 from .parsing import is_json_body, request_json
 from .problems import render_auth_error
 
@@ -75,12 +76,16 @@ def _no_email() -> bool:
     return _body_string("email") is None
 
 
+def _presented_token() -> str | None:
+    return _body_string("refresh_token") or cookie_token()
+
+
 def _token_key() -> str:
-    return "token:" + hash_token(_body_string("refresh_token") or "")[:32]
+    return "token:" + hash_token(_presented_token() or "")[:32]
 
 
 def _no_token() -> bool:
-    return _body_string("refresh_token") is None
+    return _presented_token() is None
 
 
 @dataclass(frozen=True)

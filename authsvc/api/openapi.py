@@ -49,6 +49,8 @@ REFUSED_BODY = {
 BEARER = {
     401: "missing_token, invalid_token or token_expired: no valid access token of a live session"
 }
+# Operations that take the refresh token from the cookie too (REFRESH_TOKEN_TRANSPORT).
+CSRF = {403: "csrf_failed: the cookie-authenticated request came from a page not allowed"}
 LIMITED = {429: "rate_limited: too many requests; retry after Retry-After seconds"}
 # Every operation that reaches the database.
 DATABASE = {503: "service_unavailable: the database is unreachable; try again shortly"}

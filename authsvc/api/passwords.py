@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..db import get_session
 from ..services import recovery
+from . import cookies
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .limits import login_throttle, rate_limited
 from .openapi import BEARER, BODY, DATABASE, LIMITED, errors
@@ -46,9 +47,10 @@ def forgot_password(args: dict) -> dict:
 )
 def reset_password(args: dict) -> object:
     """Set a new password with an emailed reset token; ends every session, logs in here"""
-    return recovery.reset_password(
+    pair = recovery.reset_password(
         get_session(), runtime(), args["token"], args["new_password"], client_info()
     )
+    return cookies.issue(pair)
 
 
 @blp.post("/change-password")
@@ -70,7 +72,7 @@ def change_password(args: dict) -> object:
     # A stolen access token must not become a fast password oracle: the same per-account
     # delays as login apply to wrong current passwords.
     with login_throttle(p.user.email, client):
-        return recovery.change_password(
+        pair = recovery.change_password(
             get_session(),
             runtime(),
             p.user,
@@ -79,3 +81,4 @@ def change_password(args: dict) -> object:
             args["new_password"],
             client,
         )
+    return cookies.issue(pair)

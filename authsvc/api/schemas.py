@@ -67,8 +67,15 @@ class LoginArgsSchema(StrictSchema):
     password = Text(required=True, load_only=True, validate=validate.Length(max=MAX_PASSWORD_INPUT))
 
 
+COOKIE_NOTE = "absent when the refresh cookie carries it (REFRESH_TOKEN_TRANSPORT)"
+
+
 class RefreshTokenArgsSchema(StrictSchema):
-    refresh_token = Text(required=True, load_only=True, validate=validate.Length(min=1, max=512))
+    refresh_token = Text(
+        load_only=True,
+        validate=validate.Length(min=1, max=512),
+        metadata={"description": COOKIE_NOTE},
+    )
 
 
 class UserSchema(ma.Schema):
@@ -80,7 +87,7 @@ class UserSchema(ma.Schema):
 
 class TokenPairSchema(ma.Schema):
     access_token = ma.fields.String(required=True)
-    refresh_token = ma.fields.String(required=True)
+    refresh_token = ma.fields.String(metadata={"description": COOKIE_NOTE})
     token_type = ma.fields.String(required=True, metadata={"enum": ["bearer"]})
     expires_in = ma.fields.Integer(required=True, metadata={"description": "seconds left"})
     refresh_expires_in = ma.fields.Integer(required=True, metadata={"description": "seconds left"})

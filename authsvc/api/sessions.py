@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..db import get_session
 from ..services import sessions
 from ..services.common import parse_uuid
+from . import cookies
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .openapi import BEARER, DATABASE, REFUSED_BODY, errors
 from .parsing import Blueprint
@@ -38,10 +39,12 @@ def list_sessions() -> object:
 )
 def revoke_session(session_id: str) -> None:
     """Revoke one of the current user's sessions (log that device out)"""
-    p = current_principal()
+    p, target = current_principal(), parse_uuid(session_id)
     sessions.revoke_own_session(
-        get_session(), runtime(), p.user.id, parse_uuid(session_id), p.session_id, client_info()
+        get_session(), runtime(), p.user.id, target, p.session_id, client_info()
     )
+    if target == p.session_id:
+        cookies.clear()  # this device signed itself out
 
 
 @blp.get("/events")
