@@ -64,13 +64,14 @@ def _client(client: ClientInfo) -> dict[str, Any]:
 
 def _add_token(
     db: Session,
+    raw: str,
     user_id: uuid.UUID,
     session_id: uuid.UUID,
     expires_at: datetime,
     client: ClientInfo,
     now: datetime,
 ) -> str:
-    raw = new_token()
+    """Add `raw` as the live link of the session's chain; returns it."""
     db.execute(
         q.INSERT_TOKEN,
         q.token_values(
@@ -110,7 +111,7 @@ def start_session(
     ).scalar()
     if expires_at is None:  # the password was reset or changed since it was checked
         raise InvalidCredentials("invalid email or password")
-    raw = _add_token(db, user.id, session_id, expires_at, client, now)
+    raw = _add_token(db, new_token(), user.id, session_id, expires_at, client, now)
     return token_pair(rt, user, session_id, raw, expires_at, now)
 
 
@@ -127,8 +128,8 @@ def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo)
     now = rt.clock()
     presented_hash = hash_token(raw)
     successor = new_token()
+    sealed = seal_successor(raw, successor)
     with transaction(db):
-        sealed = seal_successor(raw, successor)
         spent = db.execute(
             q.SPEND_TOKEN, {"presented_hash": presented_hash, "now": now, "sealed": sealed}
         ).first()
@@ -139,18 +140,7 @@ def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo)
         ).first()
         if renewed is None:  # ended between the two statements
             raise InvalidToken("refresh token revoked")
-        db.execute(
-            q.INSERT_TOKEN,
-            q.token_values(
-                user_id=spent.user_id,
-                session_id=spent.session_id,
-                token_hash=hash_token(successor),
-                expires_at=renewed.expires_at,
-                now=now,
-                ip_address=client.ip_address,
-                user_agent=client.user_agent,
-            ),
-        )
+        _add_token(db, successor, spent.user_id, spent.session_id, renewed.expires_at, client, now)
     user = _user(renewed, spent.user_id)
     return token_pair(rt, user, spent.session_id, successor, renewed.expires_at, now)
 
@@ -283,7 +273,7 @@ def reissue_session_ending_others(
     ).first()
     if renewed is None:
         raise InvalidToken("session has been revoked")
-    raw = _add_token(db, user.id, session_id, renewed.expires_at, client, now)
+    raw = _add_token(db, new_token(), user.id, session_id, renewed.expires_at, client, now)
     return token_pair(rt, user, session_id, raw, renewed.expires_at, now), ended
 
 
