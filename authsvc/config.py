@@ -98,6 +98,20 @@ class Settings:
     SMTP_CA_FILE: str = ""
     FRONTEND_URL: str = "http://localhost:3000"
 
+    # Account lifecycle (docs/accounts.md).
+    REQUIRE_VERIFIED_EMAIL: bool = False
+    EMAIL_VERIFICATION_TTL: int = 2 * 24 * 3600
+    EMAIL_CHANGE_TTL: int = 3600
+    RATELIMIT_RESEND_VERIFICATION_PER_IP: str = "10/minute;50/hour"
+    RATELIMIT_RESEND_VERIFICATION_PER_ACCOUNT: str = "3/hour;10/day"
+    PRODUCT_NAME: str = "authsvc"
+    MAIL_TEMPLATES_DIR: str = ""
+    NOTIFY_REFRESH_TOKEN_REUSE: bool = True
+    NOTIFY_PASSWORD_CHANGED: bool = True
+    NOTIFY_PASSWORD_RESET: bool = True
+    NOTIFY_EMAIL_CHANGED: bool = True
+    NOTIFY_NEW_DEVICE: bool = False
+
     LOG_LEVEL: str = "INFO"
 
     @property
@@ -291,6 +305,16 @@ def _validate(s: Settings) -> Settings:
     check(
         _is_web_origin(s.FRONTEND_URL),
         "FRONTEND_URL must be an http(s) URL such as https://app.x.org",
+    )
+    check(s.EMAIL_VERIFICATION_TTL >= 60, "EMAIL_VERIFICATION_TTL must be at least 60 s")
+    check(s.EMAIL_CHANGE_TTL >= 60, "EMAIL_CHANGE_TTL must be at least 60 s")
+    check(
+        not s.MAIL_TEMPLATES_DIR or Path(s.MAIL_TEMPLATES_DIR).is_dir(),
+        "MAIL_TEMPLATES_DIR must name a directory",
+    )
+    check(
+        0 < len(s.PRODUCT_NAME) <= 100 and s.PRODUCT_NAME.isprintable(),
+        "PRODUCT_NAME must be 1 to 100 printable characters",
     )
     check(s.DATABASE_POOL_SIZE >= 1, "DATABASE_POOL_SIZE must be at least 1")
     if s.JWT_ALGORITHM == "HS256":

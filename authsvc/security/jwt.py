@@ -10,7 +10,7 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -209,8 +209,11 @@ class KeySet:
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return self._jwks
 
-    def issue_access_token(self, sub: str, sid: str, now: datetime) -> tuple[str, int]:
-        """A signed access token for user `sub` in session `sid`, and its lifetime in seconds."""
+    def issue_access_token(
+        self, sub: str, sid: str, now: datetime, extra: Mapping[str, Any] | None = None
+    ) -> tuple[str, int]:
+        """A signed access token for user `sub` in session `sid`, and its lifetime in seconds;
+        `extra` adds claims (never the registered ones, which win)."""
         iat = int(now.timestamp())
         key = self.signer
         payload = {
@@ -222,6 +225,8 @@ class KeySet:
             "exp": iat + self.access_ttl,
             "jti": secrets.token_hex(16),  # 128 random bits, without a UUID object
         }
+        if extra:
+            payload = {**extra, **payload}
         if self._prepared_key is None:
             raise KeyError_(f"signing key {key.kid} has no private part")
         # JWS compact serialisation (RFC 7515 §7.1), signed by PyJWT's algorithm.

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -216,8 +217,10 @@ class KeyRing:
         self._shape: tuple[tuple[str, bool], ...] = ()
 
     # The three operations services use, as on a static KeySet.
-    def issue_access_token(self, sub: str, sid: str, now: datetime) -> tuple[str, int]:
-        return self.keyset(now).issue_access_token(sub, sid, now)
+    def issue_access_token(
+        self, sub: str, sid: str, now: datetime, extra: Mapping[str, Any] | None = None
+    ) -> tuple[str, int]:
+        return self.keyset(now).issue_access_token(sub, sid, now, extra)
 
     def verify_access_token(self, token: str, now: datetime) -> AccessClaims:
         try:
