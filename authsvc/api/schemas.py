@@ -73,6 +73,7 @@ def user_body(user: Any) -> dict[str, Any]:
         "email": user.email,
         "name": user.name,
         "created_at": user.created_at.isoformat(),
+        "email_verified": user.email_verified,
     }
 
 
@@ -94,6 +95,9 @@ class UserSchema(_DirectDump):
     email = ma.fields.String(required=True)
     name = ma.fields.String(allow_none=True, required=True)
     created_at = ma.fields.AwareDateTime(required=True)
+    email_verified = ma.fields.Boolean(
+        required=True, metadata={"description": "a mail sent to this address came back"}
+    )
 
     body = staticmethod(user_body)
 
