@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from authsvc.api import schemas
 from authsvc.api.parsing import simple_loader
-from authsvc.models import User
 from authsvc.services.common import TokenPair, UserInfo
 from conftest import PASSWORD, bearer
 
