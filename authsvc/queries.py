@@ -74,6 +74,7 @@ def capped_expiry(
 
 # -- Statements -----------------------------------------------------------------------------
 
+
 def user_fields() -> list[Any]:
     """The user as responses show it (UserInfo's fields, in order)."""
     return [
@@ -101,9 +102,9 @@ PRINCIPAL = (
 )
 
 # A login's account, by its normalised email.
-CREDENTIALS = select(
-    *user_fields(), users.c.password_hash, account_active().label("active")
-).where(users.c.email == bindparam("email"))
+CREDENTIALS = select(*user_fields(), users.c.password_hash, account_active().label("active")).where(
+    users.c.email == bindparam("email")
+)
 
 # Replace a password hash only while it is still the one the caller verified: a reset or
 # change that committed meanwhile wins (no row).
