@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -20,7 +20,7 @@ class AccessTokenKeys(Protocol):
     jwks_max_age: int
 
     def issue_access_token(
-        self, sub: str, sid: str, now: datetime, extra: Mapping[str, Any] | None = None
+        self, sub: str, sid: str, now: datetime, **extra: Any
     ) -> tuple[str, int]: ...
 
     def verify_access_token(self, token: str, now: datetime) -> AccessClaims: ...

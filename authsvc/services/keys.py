@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -218,9 +217,9 @@ class KeyRing:
 
     # The three operations services use, as on a static KeySet.
     def issue_access_token(
-        self, sub: str, sid: str, now: datetime, extra: Mapping[str, Any] | None = None
+        self, sub: str, sid: str, now: datetime, **extra: Any
     ) -> tuple[str, int]:
-        return self.keyset(now).issue_access_token(sub, sid, now, extra)
+        return self.keyset(now).issue_access_token(sub, sid, now, **extra)
 
     def verify_access_token(self, token: str, now: datetime) -> AccessClaims:
         try:

@@ -47,7 +47,7 @@ def token_pair(
 ) -> TokenPair:
     """The response of a login, refresh or reissue: a new access token beside `refresh`."""
     access, expires_in = rt.keys.issue_access_token(
-        str(user.id), str(session_id), now, {"email_verified": user.email_verified}
+        str(user.id), str(session_id), now, email_verified=user.email_verified
     )
     return TokenPair(
         access_token=access,
