@@ -35,6 +35,7 @@ def forgot_password(args: dict) -> dict:
 @blp.arguments(ResetPasswordArgsSchema())
 @blp.response(200, TokenPairSchema)
 @blp.alt_response(400, description="invalid_reset_token: unknown, expired or already used")
+@blp.alt_response(403, description="account_disabled")
 @blp.alt_response(422, description="validation_error or weak_password")
 @blp.alt_response(429, description="rate_limited (see Retry-After)")
 def reset_password(args: dict) -> object:

@@ -17,6 +17,9 @@ blp = Blueprint("tokens", __name__, url_prefix="/api/auth", description="Tokens"
 @blp.arguments(RefreshTokenArgsSchema())
 @blp.response(200, TokenPairSchema)
 @blp.alt_response(401, description="invalid_token or refresh_token_reused")
+@blp.alt_response(
+    403, description="account_disabled, or email_not_verified (REQUIRE_VERIFIED_EMAIL)"
+)
 @blp.alt_response(429, description="rate_limited (see Retry-After)")
 def refresh(args: dict) -> object:
     """Exchange a refresh token for a new pair (the presented token is spent)"""

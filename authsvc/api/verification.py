@@ -43,13 +43,14 @@ def resend_verification(args: dict) -> dict:
 
 
 @blp.post("/change-email")
+@rate_limited("resend_verification")  # per IP: each request mails an address of its choosing
 @blp.doc(security=BEARER_SECURITY)
 @bearer_required
 @blp.arguments(ChangeEmailArgsSchema())
 @blp.response(202, MessageSchema)
 @blp.alt_response(401, description="invalid_credentials (wrong password) or bad token")
 @blp.alt_response(422, description="validation_error (e.g. the address is already this one)")
-@blp.alt_response(429, description="rate_limited: too many wrong passwords")
+@blp.alt_response(429, description="rate_limited (see Retry-After), or too many wrong passwords")
 def change_email(args: dict) -> dict:
     """Ask to move the account to a new address: it gets a confirmation link, the old one a
     notice; nothing changes until the link is used"""

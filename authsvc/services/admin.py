@@ -39,7 +39,7 @@ class Account:
     active_sessions: int
 
 
-def _accounts(db: Session, now: datetime, *where: Any) -> Any:
+def _accounts(now: datetime, *where: Any) -> Any:
     live = (
         select(func.count())
         .select_from(AuthSession)
@@ -68,7 +68,7 @@ def _account(row: Any) -> Account:
 
 
 def get_account(db: Session, rt: Runtime, user_id: uuid.UUID | None) -> Account:
-    row = db.execute(_accounts(db, rt.clock(), User.id == user_id)).first() if user_id else None
+    row = db.execute(_accounts(rt.clock(), User.id == user_id)).first() if user_id else None
     if row is None:
         raise NotFound("no such account")
     return _account(row)
@@ -94,7 +94,7 @@ def list_accounts(
     per_page = max(1, min(per_page, PAGE_MAX))
     total = db.scalar(select(func.count()).select_from(User).where(*where)) or 0
     rows = db.execute(
-        _accounts(db, rt.clock(), *where)
+        _accounts(rt.clock(), *where)
         .order_by(User.created_at, User.id)
         .limit(per_page)
         .offset((max(1, page) - 1) * per_page)
