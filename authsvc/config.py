@@ -102,6 +102,20 @@ class Settings:
     PUBLIC_URL: str = ""
     API_DOCS_ENABLED: bool = True  # default: off in production
 
+    # Account lifecycle (docs/accounts.md).
+    REQUIRE_VERIFIED_EMAIL: bool = False
+    EMAIL_VERIFICATION_TTL: int = 2 * 24 * 3600
+    EMAIL_CHANGE_TTL: int = 3600
+    RATELIMIT_RESEND_VERIFICATION_PER_IP: str = "10/minute;50/hour"
+    RATELIMIT_RESEND_VERIFICATION_PER_ACCOUNT: str = "3/hour;10/day"
+    PRODUCT_NAME: str = "authsvc"
+    MAIL_TEMPLATES_DIR: str = ""
+    NOTIFY_REFRESH_TOKEN_REUSE: bool = True
+    NOTIFY_PASSWORD_CHANGED: bool = True
+    NOTIFY_PASSWORD_RESET: bool = True
+    NOTIFY_EMAIL_CHANGED: bool = True
+    NOTIFY_NEW_DEVICE: bool = False
+
     LOG_LEVEL: str = "INFO"
     # authsvc/metrics.py: /metrics on its own listener, or behind a bearer token.
     METRICS_BIND: str = ""

@@ -136,6 +136,16 @@ def problems(s: Settings) -> list[str]:
     check(0 <= s.JWT_LEEWAY <= 30, "JWT_LEEWAY must be between 0 and 30 seconds")
     problems.extend(_duration_problems(s))
     check(0 <= s.REFRESH_REUSE_GRACE <= 300, "REFRESH_REUSE_GRACE must be 0 to 300 seconds")
+    check(s.EMAIL_VERIFICATION_TTL >= 60, "EMAIL_VERIFICATION_TTL must be at least 60 s")
+    check(s.EMAIL_CHANGE_TTL >= 60, "EMAIL_CHANGE_TTL must be at least 60 s")
+    check(
+        not s.MAIL_TEMPLATES_DIR or Path(s.MAIL_TEMPLATES_DIR).is_dir(),
+        "MAIL_TEMPLATES_DIR must name a directory",
+    )
+    check(
+        0 < len(s.PRODUCT_NAME) <= 100 and s.PRODUCT_NAME.isprintable(),
+        "PRODUCT_NAME must be 1 to 100 printable characters",
+    )
     check(8 <= s.PASSWORD_MIN_LENGTH <= 64, "PASSWORD_MIN_LENGTH must be 8 to 64")
     check(
         s.PASSWORD_MIN_LENGTH <= s.PASSWORD_MAX_LENGTH <= 1024,

@@ -7,7 +7,7 @@ import fcntl
 import os
 import select
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -153,6 +153,22 @@ def _writer_queue(engine: Engine) -> _WriterQueue | None:
     return _writer_queues.get(path) or _writer_queues.setdefault(path, _WriterQueue(path))
 
 
+_AFTER_COMMIT = "authsvc_after_commit"
+
+
+def after_commit(db: Session, action: Callable[[], None]) -> None:
+    """Run `action` once the current transaction has committed (never if it rolls back):
+    mail about a change goes out only when the change stands."""
+    if not db.info.get(_IN_TRANSACTION):
+        raise RuntimeError("after_commit() outside transaction()")
+    db.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+def _run_after_commit(db: Session) -> None:
+    for action in db.info.pop(_AFTER_COMMIT, []):
+        action()
+
+
 @contextmanager
 def transaction(db: Session) -> Iterator[Session]:
     """The use case's write transaction: every write of authsvc goes through here, once per
@@ -189,11 +205,13 @@ def transaction(db: Session) -> Iterator[Session]:
             db.commit()
         else:
             db.rollback()
+            db.info.pop(_AFTER_COMMIT, None)
         raise
     finally:
         db.info.pop(_IN_TRANSACTION, None)
         if queue is not None:
             queue.release()
+        _run_after_commit(db)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

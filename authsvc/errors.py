@@ -126,3 +126,25 @@ class InvalidClient(AuthError):
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail)
         self.headers = {"WWW-Authenticate": 'Basic realm="authsvc"'}
+
+
+class Forbidden(AuthError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class AccountDisabled(Forbidden):
+    code, title = "account_disabled", "Account disabled"
+
+
+class EmailNotVerified(Forbidden):
+    code, title = "email_not_verified", "Email address not verified"
+
+
+class InsufficientScope(Forbidden):
+    """A caller who is authenticated but may not do this (RFC 6750 §3.1)."""
+
+    code, title = "insufficient_scope", "Insufficient scope"
+
+
+class InvalidEmailToken(AuthError):
+    status, code, title = 400, "invalid_email_token", "Invalid or expired email token"

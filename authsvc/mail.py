@@ -21,7 +21,8 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -52,6 +53,8 @@ class Mail:
     html: str
     date: datetime
     message_id: str
+    # Subject, text and HTML made on the sender thread (templates), instead of the above.
+    render: Callable[[], tuple[str, str, str]] | None = None
 
 
 def build_message(settings: Settings, mail: Mail) -> EmailMessage:
@@ -188,6 +191,9 @@ class _Sender:
             try:
                 # Built here, not on the request's thread: rendering MIME costs about a
                 # millisecond, which only requests for existing accounts would pay.
+                if mail.render is not None:
+                    subject, text, html = mail.render()
+                    mail = replace(mail, subject=subject, text=text, html=html, render=None)
                 where = deliver(settings, build_message(settings, mail))
             except Exception as exc:
                 _log(
@@ -229,9 +235,17 @@ def _current_sender() -> _Sender:
 
 
 def send_mail(
-    settings: Settings, *, to: str, subject: str, text: str, html: str, now: datetime
+    settings: Settings,
+    *,
+    to: str,
+    subject: str,
+    text: str = "",
+    html: str = "",
+    now: datetime,
+    render: Callable[[], tuple[str, str, str]] | None = None,
 ) -> str:
-    """Queue a message (text and HTML bodies) for delivery in the background.
+    """Queue a message (text and HTML bodies) for delivery in the background. With `render`,
+    the sender thread makes subject, text and HTML (`subject` then only names it in logs).
 
     Returns its Message-ID. Never raises for delivery problems: the sender thread logs them.
     """
@@ -243,6 +257,7 @@ def send_mail(
         date=now,
         # The sender's domain, not socket.getfqdn(): no DNS lookup, a stable right-hand side.
         message_id=make_msgid(domain=_sender_domain(settings)),
+        render=render,
     )
     if not _current_sender().submit(settings, mail):
         _log(

@@ -27,6 +27,11 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime]
     password_changed_at: Mapped[datetime]
+    # When a mail sent to `email` came back (a verification link, a reset, a confirmed
+    # change); None: the address is unverified.
+    email_verified_at: Mapped[datetime | None]
+    # None: the account may sign in; set by an operator (every session ends with it).
+    disabled_at: Mapped[datetime | None]
 
 
 class AuthSession(Base):
@@ -98,6 +103,25 @@ class PasswordResetToken(Base):
     used_at: Mapped[datetime | None]
 
 
+class EmailToken(Base):
+    """A single-use token mailed to `email`: verify that address (`purpose` "verify") or move
+    the account to it ("change"). Only its SHA-256 is stored."""
+
+    __tablename__ = "email_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(16))
+    email: Mapped[str] = mapped_column(String(320))  # the address the token was mailed to
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    # Set when the token was used or voided by a newer one; either way it is dead.
+    used_at: Mapped[datetime | None]
+
+
 class SecurityEvent(Base):
     __tablename__ = "security_events"
     __table_args__ = (Index(None, "user_id", "created_at"), Index(None, "created_at"))
@@ -130,8 +154,9 @@ class SigningKeyRecord(Base):
 
 
 class ServiceClient(Base):
-    """A back-end service allowed to introspect tokens. Secrets are 256 random bits, so a
-    SHA-256 of them is as good as a slow hash and keeps introspection fast."""
+    """A back-end service allowed to introspect tokens (with the admin scope, also to manage
+    accounts). Secrets are 256 random bits, so a SHA-256 of them is as good as a slow hash
+    and keeps introspection fast."""
 
     __tablename__ = "service_clients"
 
@@ -140,3 +165,8 @@ class ServiceClient(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # Space-separated (RFC 6749 §3.3): "introspect", "admin". Clients made before scopes
+    # existed can introspect only.
+    scopes: Mapped[str] = mapped_column(
+        String(200), default="introspect", server_default="introspect"
+    )

@@ -53,6 +53,18 @@ def session_live(now: Any = NOW) -> ColumnElement[bool]:
     )
 
 
+def account_active() -> ColumnElement[bool]:
+    """An account may log in, refresh and use its access tokens: an operator has not
+    disabled it."""
+    return users.c.disabled_at.is_(None)
+
+
+def email_verified() -> ColumnElement[bool]:
+    """An account's address is verified: a mail sent to it came back (a verification link,
+    a password reset, a confirmed change of address)."""
+    return users.c.email_verified_at.is_not(None)
+
+
 def capped_expiry(
     renewed: Any = RENEWED, absolute: Any = sessions.c.absolute_expires_at
 ) -> ColumnElement[datetime]:
@@ -62,28 +74,37 @@ def capped_expiry(
 
 # -- Statements -----------------------------------------------------------------------------
 
-# The user as responses show it; `user_id` is whatever column names the user.
-USER_FIELDS = ("id", "email", "name", "created_at")
+
+def user_fields() -> list[Any]:
+    """The user as responses show it (UserInfo's fields, in order)."""
+    return [
+        users.c.id,
+        users.c.email,
+        users.c.name,
+        users.c.created_at,
+        email_verified().label("email_verified"),
+    ]
 
 
 def _user_columns(user_id: Any) -> list[Any]:
+    """user_fields() but the id, for the user that `user_id` (a column) names."""
     return [
-        select(users.c[name]).where(users.c.id == user_id).scalar_subquery().label(name)
-        for name in USER_FIELDS[1:]
+        select(field).where(users.c.id == user_id).scalar_subquery().label(field.name)
+        for field in user_fields()[1:]
     ]
 
 
 # Who a live session's access token speaks for (the bearer guard, introspection).
 PRINCIPAL = (
-    select(users.c.id, users.c.email, users.c.name, users.c.created_at)
+    select(*user_fields())
     .join(sessions, sessions.c.user_id == users.c.id)
-    .where(sessions.c.id == SID, sessions.c.user_id == UID, session_live())
+    .where(sessions.c.id == SID, sessions.c.user_id == UID, session_live(), account_active())
 )
 
 # A login's account, by its normalised email.
-CREDENTIALS = select(
-    users.c.id, users.c.email, users.c.name, users.c.created_at, users.c.password_hash
-).where(users.c.email == bindparam("email"))
+CREDENTIALS = select(*user_fields(), users.c.password_hash, account_active().label("active")).where(
+    users.c.email == bindparam("email")
+)
 
 # Replace a password hash only while it is still the one the caller verified: a reset or
 # change that committed meanwhile wins (no row).
@@ -121,7 +142,11 @@ START_SESSION = (
             CLIENT_AGENT,
             CLIENT_IP,
         )
-        .where(users.c.id == UID, users.c.password_hash == bindparam("verified_hash"))
+        .where(
+            users.c.id == UID,
+            users.c.password_hash == bindparam("verified_hash"),
+            account_active(),
+        )
         .with_for_update(read=True),
     )
     .returning(sessions.c.expires_at)
@@ -136,6 +161,7 @@ SPEND_TOKEN = (
         tokens.c.token_hash == bindparam("presented_hash"),
         token_spendable(),
         select(sessions.c.id).where(sessions.c.id == tokens.c.session_id, session_live()).exists(),
+        select(users.c.id).where(users.c.id == tokens.c.user_id, account_active()).exists(),
     )
     .values(spent_at=NOW, last_used_at=NOW, successor_sealed=bindparam("sealed"))
     .returning(tokens.c.session_id, tokens.c.user_id)
@@ -166,8 +192,10 @@ PRESENTED_TOKEN = (
         session_live().label("session_live"),
         tokens.c.revoked,
         (tokens.c.expires_at > NOW).label("unexpired"),
+        account_active().label("account_active"),
     )
     .join(sessions, sessions.c.id == tokens.c.session_id)
+    .join(users, users.c.id == tokens.c.user_id)
     .where(tokens.c.token_hash == bindparam("presented_hash"))
 )
 

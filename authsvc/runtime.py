@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from .config import Settings
 from .security.jwt import AccessClaims
@@ -19,7 +19,9 @@ class AccessTokenKeys(Protocol):
 
     jwks_max_age: int
 
-    def issue_access_token(self, sub: str, sid: str, now: datetime) -> tuple[str, int]: ...
+    def issue_access_token(
+        self, sub: str, sid: str, now: datetime, **extra: Any
+    ) -> tuple[str, int]: ...
 
     def verify_access_token(self, token: str, now: datetime) -> AccessClaims: ...
 

@@ -23,7 +23,8 @@ def test_access_token_claims_and_header(client, user):
     assert header["alg"] == "ES256"
     assert header["typ"] == "at+jwt"
     assert header["kid"]
-    assert set(claims) == {"iss", "aud", "sub", "sid", "iat", "exp", "jti"}
+    assert set(claims) == {"iss", "aud", "sub", "sid", "iat", "exp", "jti", "email_verified"}
+    assert claims["email_verified"] is False
     assert claims["sub"] == user["user"]["id"]
     assert claims["exp"] - claims["iat"] == 1800
 

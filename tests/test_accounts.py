@@ -30,7 +30,7 @@ def test_register_returns_token_pair_field_for_field(client):
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 1800
     assert body["refresh_expires_in"] == 604800
-    assert set(body["user"]) == {"id", "email", "name", "created_at"}
+    assert set(body["user"]) == {"id", "email", "name", "created_at", "email_verified"}
     assert body["user"]["email"] == "alice@example.com"
     assert body["user"]["name"] == "Alice"
     uuid.UUID(body["user"]["id"])

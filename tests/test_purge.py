@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from authsvc.models import AuthSession, PasswordResetToken, RefreshToken, SecurityEvent, User
+from authsvc.models import (
+    AuthSession,
+    EmailToken,
+    PasswordResetToken,
+    RefreshToken,
+    SecurityEvent,
+    User,
+)
 from authsvc.security.tokens import hash_token
 from authsvc.services.maintenance import purge
 from conftest import PASSWORD
@@ -21,6 +28,7 @@ TABLES = {
     "refresh_tokens": RefreshToken,
     "sessions": AuthSession,
     "password_reset_tokens": PasswordResetToken,
+    "email_tokens": EmailToken,
     "security_events": SecurityEvent,
 }
 
@@ -135,6 +143,7 @@ def test_purge_deletes_what_is_dead_past_retention_and_keeps_what_reuse_detectio
         "refresh_tokens": 5,
         "sessions": 3,  # user's first (ended day 7), abandoned (day 7), logged_out (day 0)
         "password_reset_tokens": 2,
+        "email_tokens": 1,  # the verification link mailed on registration (expired day 2)
         "security_events": 1,
     }
     counts, output = _run(app, "--dry-run", "--retention", "1d")
@@ -295,17 +304,20 @@ def test_batches_cover_more_rows_than_one_batch(
             "refresh_tokens": sessions * tokens_per_session + revoked * 3,
             "sessions": sessions + revoked,
             "password_reset_tokens": 0,
+            "email_tokens": 0,
             "security_events": events,
         }
     )
     assert report.batches > sum(report.counts.values()) // batch_size
     after = _counts(engine)
     assert after == {name: before[name] - report.counts[name] for name in TABLES}
-    # What is left is alice's live login: its session, its token, its event.
+    # What is left is alice's live login (its session, its token, its event) and the live
+    # verification link mailed when she registered.
     assert after == {
         "refresh_tokens": 1,
         "sessions": 1,
         "password_reset_tokens": 0,
+        "email_tokens": 1,
         "security_events": 1,
     }
     with engine.connect() as conn:

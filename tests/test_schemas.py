@@ -32,7 +32,7 @@ def test_responses_keep_the_documented_shape(client):
     assert me == pair["user"]
     rotated = client.post("/api/auth/refresh", json={"refresh_token": pair["refresh_token"]})
     assert rotated.get_json()["user"] == me
-    assert set(me) == {"id", "email", "name", "created_at"}
+    assert set(me) == {"id", "email", "name", "created_at", "email_verified"}
     spec = client.get("/api/openapi.json").get_json()
     assert set(spec["components"]["schemas"]["TokenPair"]["properties"]) == set(pair)
     assert set(spec["components"]["schemas"]["User"]["properties"]) == set(me)

@@ -16,8 +16,10 @@ from . import (
     tokens,
     wellknown,
 )
+from .admin import blp as admin_blp
 from .problems import ProblemApi
 from .schemas import NEW_PASSWORD_FIELDS, PASSWORD_FIELDS
+from .verification import blp as email_blp
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -40,7 +42,7 @@ def _response_headers(response: Response) -> Response:
     # lower-cases every header per lookup, on every response.)
     present = {name.lower() for name, _ in headers}
     missing = [header for name, header in _SECURITY_HEADERS if name not in present]
-    if request.path.startswith("/api/auth/"):
+    if request.path.startswith(("/api/auth/", "/api/admin/")):
         # Token pairs and personal data: never stored by a browser or a shared cache.
         if "cache-control" in present:
             headers.remove("Cache-Control")
@@ -90,6 +92,8 @@ def init_api(app: Flask) -> ProblemApi:
         sessions.blp,
         introspection.blp,
         wellknown.blp,
+        email_blp,
+        admin_blp,
     ):
         api.register_blueprint(blueprint)
     document_password_policy(api, settings.PASSWORD_MIN_LENGTH, settings.PASSWORD_MAX_LENGTH)

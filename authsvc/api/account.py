@@ -1,15 +1,24 @@
-"""Accounts: register, log in, who am I."""
+"""Accounts: register, log in, who am I; delete my account, export my data."""
 
 from __future__ import annotations
 
+from flask import jsonify
+
 from ..db import get_session
-from ..services import accounts
+from ..services import accounts, lifecycle
 from . import cookies
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
+from .lifecycle_schemas import DeleteAccountArgsSchema, ExportSchema
 from .limits import login_throttle, rate_limited
 from .openapi import BEARER, BODY, DATABASE, LIMITED, errors
 from .parsing import Blueprint
-from .schemas import LoginArgsSchema, RegisterArgsSchema, TokenPairSchema, UserSchema
+from .schemas import (
+    LoginArgsSchema,
+    MessageSchema,
+    RegisterArgsSchema,
+    TokenPairSchema,
+    UserSchema,
+)
 
 blp = Blueprint("account", __name__, url_prefix="/api/auth", description="Accounts")
 
@@ -19,19 +28,34 @@ blp = Blueprint("account", __name__, url_prefix="/api/auth", description="Accoun
 @blp.doc(operationId="register")
 @blp.arguments(RegisterArgsSchema())
 @blp.response(201, TokenPairSchema)
+@blp.alt_response(
+    202,
+    schema=MessageSchema,
+    description="REQUIRE_VERIFIED_EMAIL=true: the same answer for new and taken addresses; "
+    "the mail says what next",
+)
 @errors(
     blp,
     BODY,
-    {409: "email_taken: an account with this email exists"},
+    {
+        409: "email_taken: an account with this email exists (only while REQUIRE_VERIFIED_EMAIL "
+        "is false)"
+    },
     {422: "validation_error (`errors` names each field) or weak_password (the policy's reason)"},
     LIMITED,
     DATABASE,
 )
 def register(args: dict) -> object:
-    """Create an account and log it in"""
-    pair = accounts.register(
-        get_session(), runtime(), args["email"], args["password"], args["name"], client_info()
-    )
+    """Create an account and log it in (or, with REQUIRE_VERIFIED_EMAIL, mail a link first)"""
+    rt, db = runtime(), get_session()
+    if rt.settings.REQUIRE_VERIFIED_EMAIL:
+        accounts.register_pending(
+            db, rt, args["email"], args["password"], args["name"], client_info()
+        )
+        response = jsonify({"message": accounts.REGISTRATION_ACCEPTED})
+        response.status_code = 202
+        return response
+    pair = accounts.register(db, rt, args["email"], args["password"], args["name"], client_info())
     return cookies.issue(pair)
 
 
@@ -44,6 +68,10 @@ def register(args: dict) -> object:
     blp,
     BODY,
     {401: "invalid_credentials: unknown email or wrong password (the same answer)"},
+    {
+        403: "account_disabled, or email_not_verified (REQUIRE_VERIFIED_EMAIL); only after the "
+        "right password"
+    },
     {429: "rate_limited: too many attempts for this address or account; see Retry-After"},
     DATABASE,
 )
@@ -63,3 +91,32 @@ def login(args: dict) -> object:
 def me() -> object:
     """The current user"""
     return current_principal().user
+
+
+@blp.delete("/me")
+@blp.doc(security=BEARER_SECURITY)
+@bearer_required
+@blp.arguments(DeleteAccountArgsSchema())
+@blp.response(204)
+@blp.alt_response(401, description="invalid_credentials (wrong password) or bad token")
+@blp.alt_response(422, description="validation_error")
+@blp.alt_response(429, description="rate_limited: too many wrong passwords")
+def delete_me(args: dict) -> None:
+    """Delete the current user's account (sessions, tokens and personal data go)"""
+    p, client = current_principal(), client_info()
+    with login_throttle(p.user.email, client):
+        lifecycle.delete_own_account(
+            get_session(), runtime(), p.user, p.session_id, args["password"]
+        )
+
+
+@blp.get("/me/export")
+@blp.doc(security=BEARER_SECURITY)
+@bearer_required
+@blp.response(200, ExportSchema)
+@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
+def export_me() -> object:
+    """Everything stored about the current user: profile, sessions, security events"""
+    return lifecycle.export_account(
+        get_session(), runtime(), current_principal().user, client_info()
+    )

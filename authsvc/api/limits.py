@@ -113,6 +113,10 @@ POLICIES: dict[str, tuple[_Rule, ...]] = {
         _Rule("RATELIMIT_FORGOT_PASSWORD_PER_ACCOUNT", _account_key, _no_email),
     ),
     "reset_password": (_Rule("RATELIMIT_RESET_PASSWORD_PER_IP", _ip_key),),
+    "resend_verification": (
+        _Rule("RATELIMIT_RESEND_VERIFICATION_PER_IP", _ip_key),
+        _Rule("RATELIMIT_RESEND_VERIFICATION_PER_ACCOUNT", _account_key, _no_email),
+    ),
 }
 
 

@@ -42,6 +42,7 @@ def forgot_password(args: dict) -> dict:
     BODY,
     {400: BODY[400] + "; invalid_reset_token: unknown, expired or already used"},
     {422: "validation_error (`errors` names each field) or weak_password (the policy's reason)"},
+    {403: "account_disabled"},
     LIMITED,
     DATABASE,
 )

@@ -83,6 +83,9 @@ class UserSchema(ma.Schema):
     email = ma.fields.String(required=True)
     name = ma.fields.String(allow_none=True, required=True)
     created_at = ma.fields.AwareDateTime(required=True)
+    email_verified = ma.fields.Boolean(
+        required=True, metadata={"description": "a mail sent to this address came back"}
+    )
 
 
 class TokenPairSchema(ma.Schema):

@@ -27,7 +27,7 @@ blp = Blueprint("tokens", __name__, url_prefix="/api/auth", description="Tokens"
         401: "invalid_token (unknown, expired or revoked) or refresh_token_reused (spent "
         "before: the session is revoked)"
     },
-    CSRF,
+    {403: CSRF[403] + "; account_disabled, or email_not_verified (REQUIRE_VERIFIED_EMAIL)"},
     LIMITED,
     DATABASE,
 )

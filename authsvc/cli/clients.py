@@ -17,16 +17,26 @@ def clients_group() -> None:
 
 @clients_group.command("create")
 @click.option("--name", required=True, help="Which service this client is, for people.")
-def create_command(name: str) -> None:
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["introspect", "admin"]),
+    help="What the client may do (repeatable; default: introspect).",
+)
+def create_command(name: str, scopes: tuple[str, ...]) -> None:
     """Register a client and print its id and secret (the secret is shown only once)."""
     from ..services.clients import create_client
 
     try:
-        client, secret = create_client(get_session(), current_app.extensions["authsvc"], name)
+        client, secret = create_client(
+            get_session(), current_app.extensions["authsvc"], name, scopes or ("introspect",)
+        )
     except AuthError as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"client_id:     {client.id}")
     click.echo(f"client_secret: {secret}")
+    click.echo(f"scopes:        {client.scopes}")
     click.echo("Store the secret now: only its hash is kept.", err=True)
 
 
@@ -37,7 +47,10 @@ def list_command() -> None:
 
     for client in list_clients(get_session()):
         state = "revoked" if client.revoked_at else "active"
-        click.echo(f"{client.id}  {state:7}  {client.created_at.isoformat()}  {client.name}")
+        click.echo(
+            f"{client.id}  {state:7}  {client.created_at.isoformat()}  {client.name}"
+            f"  [{client.scopes}]"
+        )
 
 
 # RFC 7638 thumbprints and generated ids are base64url, so one may start with "-": taken

@@ -226,11 +226,14 @@ class KeySet:
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return self._jwks
 
-    def issue_access_token(self, sub: str, sid: str, now: datetime) -> tuple[str, int]:
+    def issue_access_token(
+        self, sub: str, sid: str, now: datetime, **extra: Any
+    ) -> tuple[str, int]:
         """A signed access token for user `sub` in session `sid`, and its lifetime in seconds."""
         iat = int(now.timestamp())
         key = self.signer
         payload = {
+            **extra,  # claims the caller adds (email_verified); the registered ones win
             "iss": self.issuer,
             "aud": self.audience,
             "sub": sub,

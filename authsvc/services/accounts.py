@@ -1,4 +1,5 @@
-"""Accounts: register, log in, create users (CLI); email normalisation and password policy."""
+"""Accounts: register (with a verification mail), log in, create users (CLI); email
+normalisation and password policy."""
 
 from __future__ import annotations
 
@@ -12,13 +13,24 @@ from sqlalchemy.orm import Session
 
 from .. import queries as q
 from ..db import transaction
-from ..errors import EmailTaken, InvalidCredentials, ValidationFailed, WeakPassword
-from ..models import User
+from ..errors import (
+    AccountDisabled,
+    EmailNotVerified,
+    EmailTaken,
+    InvalidCredentials,
+    ValidationFailed,
+    WeakPassword,
+)
+from ..models import AuthSession, User
 from ..runtime import Runtime
 from ..security.passwords import password_problem
 from .common import ClientInfo, TokenPair, UserInfo
+from .email_tokens import send_verification
 from .events import record_event
+from .notices import mail_after_commit, notify
 from .tokens import start_session
+
+REGISTRATION_ACCEPTED = "Check your inbox: a message to this address says how to finish signing up."
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit
 
@@ -73,7 +85,7 @@ def _add_user(db: Session, user: User) -> UserInfo:
         db.flush()
     except IntegrityError:  # a concurrent registration won the unique index
         raise EmailTaken("an account with this email already exists") from None
-    return UserInfo(user.id, user.email, user.name, user.created_at)
+    return UserInfo(user.id, user.email, user.name, user.created_at, email_verified=False)
 
 
 def create_user(
@@ -88,13 +100,37 @@ def create_user(
 def register(
     db: Session, rt: Runtime, email: str, password: str, name: str | None, client: ClientInfo
 ) -> TokenPair:
-    """Create the account and log it in on this device."""
+    """Create the account, mail it a verification link, and log it in on this device."""
     user = _new_user(rt, email, password, name)
     with transaction(db):
         info = _add_user(db, user)
+        send_verification(db, rt, info.id, info.email, user.created_at)
         pair = start_session(db, rt, info, user.password_hash, client, user.created_at)
         _record_login(db, pair, client, user.created_at, {"method": "register"})
     return pair
+
+
+def register_pending(
+    db: Session, rt: Runtime, email: str, password: str, name: str | None, client: ClientInfo
+) -> None:
+    """REQUIRE_VERIFIED_EMAIL: create the account and mail it a verification link; no
+    session until the address is verified. A taken address gets a mail saying someone
+    tried, and the caller the same answer: registration does not enumerate accounts."""
+    user = _new_user(rt, email, password, name)  # the same argon2 cost either way
+    try:
+        with transaction(db):
+            info = _add_user(db, user)
+            send_verification(db, rt, info.id, info.email, user.created_at)
+    except EmailTaken:
+        with transaction(db):
+            mail_after_commit(
+                db,
+                rt.settings,
+                "email_taken",
+                to=user.email,
+                now=user.created_at,
+                attempt="signup",
+            )
 
 
 def login(db: Session, rt: Runtime, email: str, password: str, client: ClientInfo) -> TokenPair:
@@ -110,7 +146,13 @@ def login(db: Session, rt: Runtime, email: str, password: str, client: ClientInf
     if found is None or not ok:
         _record_failed_login(db, rt, found.id if found else None, client)
         raise InvalidCredentials("invalid email or password")
-    user = UserInfo(found.id, found.email, found.name, found.created_at)
+    if not found.active:
+        _record_failed_login(db, rt, found.id, client, "account_disabled")
+        raise AccountDisabled("this account has been disabled")
+    if rt.settings.REQUIRE_VERIFIED_EMAIL and not found.email_verified:
+        _record_failed_login(db, rt, found.id, client, "email_not_verified")
+        raise EmailNotVerified("verify your email address first (see the mail we sent)")
+    user = UserInfo(found.id, found.email, found.name, found.created_at, found.email_verified)
     verified_hash = found.password_hash
     new_hash = rt.passwords.hash(password) if rt.passwords.needs_rehash(verified_hash) else None
     now = rt.clock()
@@ -123,9 +165,29 @@ def login(db: Session, rt: Runtime, email: str, password: str, client: ClientInf
             if replaced is None:  # changed or reset meanwhile: the old password is no key
                 raise InvalidCredentials("invalid email or password")
             verified_hash = new_hash
+        if rt.settings.NOTIFY_NEW_DEVICE and _new_device(db, user.id, client):
+            notify(
+                db,
+                rt.settings,
+                "NOTIFY_NEW_DEVICE",
+                "new_device",
+                to=user.email,
+                now=now,
+                user_agent=client.user_agent,
+                ip_address=client.ip_address,
+            )
         pair = start_session(db, rt, user, verified_hash, client, now)
         _record_login(db, pair, client, now)
     return pair
+
+
+def _new_device(db: Session, user_id: uuid.UUID, client: ClientInfo) -> bool:
+    """No session of the user's (live or kept for the record) came from this user-agent."""
+    seen = select(AuthSession.id).where(
+        AuthSession.user_id == user_id,
+        AuthSession.user_agent.is_not_distinct_from(client.user_agent),
+    )
+    return db.scalar(seen.limit(1)) is None
 
 
 def _record_login(
@@ -147,8 +209,14 @@ def _record_login(
 
 
 def _record_failed_login(
-    db: Session, rt: Runtime, user_id: uuid.UUID | None, client: ClientInfo
+    db: Session,
+    rt: Runtime,
+    user_id: uuid.UUID | None,
+    client: ClientInfo,
+    reason: str | None = None,
 ) -> None:
+    if user_id is None:
+        reason = "unknown_email"
     with transaction(db):
         record_event(
             db,
@@ -156,5 +224,5 @@ def _record_failed_login(
             now=rt.clock(),
             client=client,
             user_id=user_id,
-            details=None if user_id else {"reason": "unknown_email"},
+            details={"reason": reason} if reason else None,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, update
@@ -18,19 +19,31 @@ from ..security.tokens import hash_token, new_token
 from .tokens import authenticate_access_token
 
 INACTIVE: dict[str, Any] = {"active": False}
+# introspect: POST /api/auth/introspect; admin: everything under /api/admin.
+SCOPES = ("introspect", "admin")
 
 
-def create_client(db: Session, rt: Runtime, name: str) -> tuple[ServiceClient, str]:
+def has_scope(client: ServiceClient, scope: str) -> bool:
+    return scope in client.scopes.split()
+
+
+def create_client(
+    db: Session, rt: Runtime, name: str, scopes: Sequence[str] = ("introspect",)
+) -> tuple[ServiceClient, str]:
     """Register a client; returns it with its secret, which is shown once and stored hashed."""
     name = " ".join(name.split())
     if not name or len(name) > 100:
         raise AuthError("the client name must be 1 to 100 characters")
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise AuthError(f"scopes must be some of {', '.join(SCOPES)}")
     secret = new_token()
     client = ServiceClient(
         id="svc_" + secrets.token_hex(12),
         name=name,
         secret_hash=hash_token(secret),
         created_at=rt.clock(),
+        scopes=" ".join(scope for scope in SCOPES if scope in scopes),
     )
     with transaction(db):
         db.add(client)

@@ -17,6 +17,7 @@ class UserInfo:
     email: str
     name: str | None
     created_at: datetime
+    email_verified: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,17 @@ EVENT_TYPES = frozenset(
         "password_reset_requested",
         "password_reset",
         "password_changed",
+        # Account lifecycle (docs/accounts.md); admin actions carry {"by_client": id} or
+        # {"by": "cli"} in details.
+        "email_verified",
+        "email_change_requested",
+        "email_changed",
+        "account_disabled",
+        "account_enabled",
+        "account_deleted",
+        "sessions_revoked_by_admin",
+        "login_unlocked",
+        "data_exported",
     }
 )
 

@@ -182,8 +182,10 @@ class KeyRing:
         self._checking = threading.Lock()
 
     # The three operations services use, as on a static KeySet.
-    def issue_access_token(self, sub: str, sid: str, now: datetime) -> tuple[str, int]:
-        return self.keyset(now).issue_access_token(sub, sid, now)
+    def issue_access_token(
+        self, sub: str, sid: str, now: datetime, **extra: Any
+    ) -> tuple[str, int]:
+        return self.keyset(now).issue_access_token(sub, sid, now, **extra)
 
     def verify_access_token(self, token: str, now: datetime) -> AccessClaims:
         try:

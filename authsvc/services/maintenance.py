@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..db import transaction
-from ..models import AuthSession, PasswordResetToken, RefreshToken, SecurityEvent
+from ..models import AuthSession, EmailToken, PasswordResetToken, RefreshToken, SecurityEvent
 from ..runtime import Runtime
 
 DEFAULT_RETENTION = timedelta(days=7)
@@ -37,7 +37,14 @@ class PurgeReport:
     dry_run: bool
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
-            ("refresh_tokens", "sessions", "password_reset_tokens", "security_events"), 0
+            (
+                "refresh_tokens",
+                "sessions",
+                "password_reset_tokens",
+                "email_tokens",
+                "security_events",
+            ),
+            0,
         )
     )
     batches: int = 0
@@ -64,6 +71,10 @@ def _dead_reset_tokens(cutoff: datetime) -> ColumnElement[bool]:
     return or_(PasswordResetToken.expires_at < cutoff, PasswordResetToken.used_at < cutoff)
 
 
+def _dead_email_tokens(cutoff: datetime) -> ColumnElement[bool]:
+    return or_(EmailToken.expires_at < cutoff, EmailToken.used_at < cutoff)
+
+
 def _old_events(events_cutoff: datetime) -> ColumnElement[bool]:
     return SecurityEvent.created_at < events_cutoff
 
@@ -81,7 +92,7 @@ def purge(
 
     - refresh tokens that expired, or were revoked, before the cut-off;
     - sessions revoked or ended before the cut-off, with whatever tokens they still have;
-    - password reset tokens used or expired before the cut-off;
+    - password reset and email tokens used or expired before the cut-off;
     - security events older than their own cut-off.
 
     Each batch deletes at most `batch_size` rows and commits, so no lock is held for long
@@ -114,6 +125,9 @@ def purge(
     report.counts["password_reset_tokens"] += _delete_by_id(
         db, report, PasswordResetToken, _dead_reset_tokens(cutoff), batch_size
     )
+    report.counts["email_tokens"] += _delete_by_id(
+        db, report, EmailToken, _dead_email_tokens(cutoff), batch_size
+    )
     report.counts["security_events"] += _delete_by_id(
         db, report, SecurityEvent, _old_events(report.events_cutoff), batch_size
     )
@@ -141,6 +155,7 @@ def _count(db: Session, report: PurgeReport) -> None:
     report.counts["password_reset_tokens"] = count(
         select(PasswordResetToken.id).where(_dead_reset_tokens(cutoff))
     )
+    report.counts["email_tokens"] = count(select(EmailToken.id).where(_dead_email_tokens(cutoff)))
     report.counts["security_events"] = count(
         select(SecurityEvent.id).where(_old_events(report.events_cutoff))
     )

@@ -6,25 +6,30 @@ tokens, then sessions, so that these use cases never deadlock each other on Post
 
 from __future__ import annotations
 
-import html
 import uuid
 from datetime import datetime, timedelta
-from urllib.parse import urlencode
 
-from sqlalchemy import insert, literal, select, update
+from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from .. import mail
+from .. import mail_templates
 from .. import queries as q
 from ..config import Settings
 from ..db import transaction
-from ..errors import InvalidCredentials, InvalidResetToken, InvalidToken, WeakPassword
+from ..errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    InvalidResetToken,
+    InvalidToken,
+    WeakPassword,
+)
 from ..models import PasswordResetToken, User
 from ..runtime import Runtime
 from ..security.tokens import MAX_TOKEN_LENGTH, hash_token, new_token
 from .accounts import check_password_policy, normalise_email
 from .common import ClientInfo, TokenPair, UserInfo
 from .events import record_event
+from .notices import frontend_link, notify
 from .tokens import end_all_sessions, reissue_session_ending_others, start_session
 
 RESET_REQUEST_ACCEPTED = (
@@ -32,38 +37,17 @@ RESET_REQUEST_ACCEPTED = (
 )
 
 
-def reset_link(settings: Settings, token: str) -> str:
-    """FRONTEND_URL/reset-password?token=… — from configuration, never from a request's Host."""
-    return f"{settings.FRONTEND_URL.rstrip('/')}/reset-password?{urlencode({'token': token})}"
-
-
-def _reset_mail(settings: Settings, token: str) -> tuple[str, str, str]:
-    """Subject, text and HTML of the reset message."""
-    link = reset_link(settings, token)
-    minutes = max(1, settings.PASSWORD_RESET_TTL // 60)
-    subject = "Reset your password"
-    text = (
-        "Someone, hopefully you, asked to reset the password of your account.\n\n"
-        f"Choose a new password here (the link works once, within {minutes} minutes):\n\n"
-        f"{link}\n\n"
-        "Apps that use the API directly can send this reset token instead:\n\n"
-        f"{token}\n\n"
-        "If you did not ask for this, ignore this message: your password has not changed.\n"
+def _send_reset_mail(settings: Settings, to: str, token: str, now: datetime) -> None:
+    """The reset message (template reset_password), with FRONTEND_URL/reset-password?token=…"""
+    mail_templates.send(
+        settings,
+        "reset_password",
+        to=to,
+        now=now,
+        link=frontend_link(settings, "/reset-password", token),
+        token=token,
+        minutes=max(1, settings.PASSWORD_RESET_TTL // 60),
     )
-    link_html, token_html = html.escape(link), html.escape(token)
-    body_html = (
-        "<!DOCTYPE html>\n"
-        '<html><head><meta charset="utf-8"><title>Reset your password</title></head><body>\n'
-        "<p>Someone, hopefully you, asked to reset the password of your account.</p>\n"
-        f'<p><a href="{link_html}">Choose a new password</a> '
-        f"(the link works once, within {minutes} minutes).</p>\n"
-        "<p>Apps that use the API directly can send this reset token instead:<br>\n"
-        f"<code>{token_html}</code></p>\n"
-        "<p>If you did not ask for this, ignore this message: "
-        "your password has not changed.</p>\n"
-        "</body></html>\n"
-    )
-    return subject, text, body_html
 
 
 def _void_reset_tokens(db: Session, user_id: uuid.UUID, now: datetime) -> None:
@@ -120,10 +104,7 @@ def forgot_password(db: Session, rt: Runtime, email: str, client: ClientInfo) ->
             details=None if user else {"reason": "unknown_email"},
         )
     if user is not None:
-        subject, text, body_html = _reset_mail(rt.settings, raw)
-        mail.send_mail(
-            rt.settings, to=user.email, subject=subject, text=text, html=body_html, now=now
-        )
+        _send_reset_mail(rt.settings, user.email, raw, now)
 
 
 def reset_password(
@@ -152,10 +133,12 @@ def reset_password(
 
     with transaction(db):
         user = db.execute(
-            select(User.id, User.email, User.name, User.created_at)
+            select(*q.user_fields(), q.account_active().label("active"))
             .where(User.id == owner.id)
             .with_for_update()
         ).first()
+        if user is not None and not user.active:
+            raise AccountDisabled("this account has been disabled")
         # The conditional UPDATE decides: of concurrent requests with one token, one spends it.
         spent = db.execute(
             update(PasswordResetToken)
@@ -165,14 +148,25 @@ def reset_password(
         ).first()
         if user is None or spent is None:
             raise InvalidResetToken("the reset token is invalid, expired or already used")
+        # The mail reached the address: a completed reset verifies it.
         db.execute(
             update(User)
             .where(User.id == user.id)
-            .values(password_hash=password_hash, password_changed_at=now)
+            .values(
+                password_hash=password_hash,
+                password_changed_at=now,
+                email_verified_at=func.coalesce(
+                    User.email_verified_at, literal(now, User.email_verified_at.type)
+                ),
+            )
         )
         _void_reset_tokens(db, user.id, now)  # any other link sent before this reset
         revoked = end_all_sessions(db, user.id, now, "password_reset")
-        pair = start_session(db, rt, UserInfo(*user), password_hash, client, now)
+        info = UserInfo(user.id, user.email, user.name, user.created_at, email_verified=True)
+        pair = start_session(db, rt, info, password_hash, client, now)
+        notify(
+            db, rt.settings, "NOTIFY_PASSWORD_RESET", "password_reset_done", to=user.email, now=now
+        )
         record_event(
             db,
             "password_reset",
@@ -235,5 +229,8 @@ def change_password(
             user_id=user.id,
             session_id=session_id,
             details={"revoked_sessions": ended},
+        )
+        notify(
+            db, rt.settings, "NOTIFY_PASSWORD_CHANGED", "password_changed", to=user.email, now=now
         )
     return pair

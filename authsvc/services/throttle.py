@@ -170,6 +170,11 @@ class MemoryThrottleStore:
                 if entry is not None:
                     entry.claimed_until = 0.0
 
+    def forget(self, account: str) -> None:  # an operator's unlock: every IP's entry too
+        with self._lock:
+            for key in [k for k in self._entries if k.split(":ip:")[0] == account]:
+                del self._entries[key]
+
     def _prune(self, now: float) -> None:
         # Bounded memory under a flood of made-up emails: expired first, then the oldest.
         for table in (self._entries, self._known):
@@ -282,6 +287,9 @@ class RedisThrottleStore:
     def release(self, keys: ThrottleKeys) -> None:
         self._release(keys=[keys.pair, keys.account], args=[])
 
+    def forget(self, account: str) -> None:  # known clients stay known
+        self._client.delete(account, *self._client.scan_iter(match=f"{account}:ip:*"))
+
 
 def account_fingerprint(email: str) -> str:
     """The account's throttle identity: its normalised email, hashed (unknown ones alike)."""
@@ -339,3 +347,7 @@ class LoginThrottle:
 
     def release(self, keys: ThrottleKeys) -> None:
         self._call("release", keys)
+
+    def unlock(self, email: str) -> None:  # an operator's: failures from every IP forgotten
+        self._call("forget", self.keys(email, None).account)
+        self._fallback.forget(self.keys(email, None).account)

@@ -7,11 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import queries as q
 from ..db import transaction
-from ..errors import InvalidCredentials, InvalidToken, RefreshTokenReused
+from ..errors import (
+    AccountDisabled,
+    EmailNotVerified,
+    InvalidCredentials,
+    InvalidToken,
+    RefreshTokenReused,
+)
 from ..runtime import Runtime
 from ..security.jwt import AccessClaims
 from ..security.tokens import (
@@ -23,6 +30,7 @@ from ..security.tokens import (
 )
 from .common import ClientInfo, TokenPair, UserInfo, parse_uuid
 from .events import record_event
+from .notices import notify
 
 
 def _seconds_left(expires_at: datetime, now: datetime) -> int:
@@ -38,7 +46,9 @@ def token_pair(
     now: datetime,
 ) -> TokenPair:
     """The response of a login, refresh or reissue: a new access token beside `refresh`."""
-    access, expires_in = rt.keys.issue_access_token(str(user.id), str(session_id), now)
+    access, expires_in = rt.keys.issue_access_token(
+        str(user.id), str(session_id), now, email_verified=user.email_verified
+    )
     return TokenPair(
         access_token=access,
         refresh_token=refresh,
@@ -115,8 +125,13 @@ def start_session(
     return token_pair(rt, user, session_id, raw, expires_at, now)
 
 
-def _user(row: Any, user_id: uuid.UUID) -> UserInfo:
-    return UserInfo(id=user_id, email=row.email, name=row.name, created_at=row.created_at)
+def _user(rt: Runtime, row: Any, user_id: uuid.UUID) -> UserInfo:
+    """The user of a refresh (RENEW_SESSION, SPENDABLE_SUCCESSOR); EmailNotVerified (the
+    transaction rolls back, the token stays unspent) while REQUIRE_VERIFIED_EMAIL says no."""
+    verified = bool(row.email_verified)
+    if rt.settings.REQUIRE_VERIFIED_EMAIL and not verified:
+        raise EmailNotVerified("verify your email address first (see the mail we sent)")
+    return UserInfo(user_id, row.email, row.name, row.created_at, verified)
 
 
 def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo) -> TokenPair:
@@ -140,8 +155,8 @@ def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo)
         ).first()
         if renewed is None:  # ended between the two statements
             raise InvalidToken("refresh token revoked")
+        user = _user(rt, renewed, spent.user_id)
         _add_token(db, successor, spent.user_id, spent.session_id, renewed.expires_at, client, now)
-    user = _user(renewed, spent.user_id)
     return token_pair(rt, user, spent.session_id, successor, renewed.expires_at, now)
 
 
@@ -150,6 +165,8 @@ def _retry_or_reject(
 ) -> TokenPair:
     """The presented token could not be spent: unknown, dead, a retry, or reuse."""
     row = db.execute(q.PRESENTED_TOKEN, {"presented_hash": presented_hash, "now": now}).first()
+    if row is not None and not row.account_active:
+        raise AccountDisabled("this account has been disabled")
     if row is None or not row.session_live or row.revoked or not row.unexpired:
         raise InvalidToken("invalid refresh token")
     if row.spent_at is None:  # spendable, yet not spent: cannot happen under the lock
@@ -177,7 +194,7 @@ def _retry_or_reject(
                 session_id=row.session_id,
             )
         if not (elsewhere and s.REFRESH_REUSE_GRACE_BIND):
-            user = _user(live, row.user_id)
+            user = _user(rt, live, row.user_id)
             return token_pair(rt, user, row.session_id, successor, live.expires_at, now)
 
     # A spent token outside the grace window (or whose successor moved on): someone holds
@@ -191,6 +208,9 @@ def _retry_or_reject(
         user_id=row.user_id,
         session_id=row.session_id,
     )
+    owner = db.scalar(select(q.users.c.email).where(q.users.c.id == row.user_id))
+    if owner is not None:
+        notify(db, s, "NOTIFY_REFRESH_TOKEN_REUSE", "refresh_token_reused", to=owner, now=now)
     raise RefreshTokenReused("refresh token was already used; the session has been revoked")
 
 
