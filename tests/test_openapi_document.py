@@ -28,6 +28,19 @@ OPERATION_IDS = {
     ("get", "/.well-known/jwks.json"): "getJwks",
     ("get", "/healthz"): "health",
     ("get", "/readyz"): "ready",
+    ("post", "/api/auth/verify-email"): "verifyEmail",
+    ("post", "/api/auth/resend-verification"): "resendVerification",
+    ("post", "/api/auth/change-email"): "changeEmail",
+    ("post", "/api/auth/confirm-email-change"): "confirmEmailChange",
+    ("delete", "/api/auth/me"): "deleteMe",
+    ("get", "/api/auth/me/export"): "exportMe",
+    ("get", "/api/admin/users"): "adminListUsers",
+    ("get", "/api/admin/users/{user_id}"): "adminGetUser",
+    ("post", "/api/admin/users/{user_id}/disable"): "adminDisableUser",
+    ("post", "/api/admin/users/{user_id}/enable"): "adminEnableUser",
+    ("delete", "/api/admin/users/{user_id}"): "adminDeleteUser",
+    ("post", "/api/admin/users/{user_id}/logout"): "adminLogoutUser",
+    ("post", "/api/admin/users/{user_id}/unlock"): "adminUnlockUser",
 }
 PROBLEM_REF = "#/components/schemas/Problem"
 

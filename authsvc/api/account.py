@@ -10,7 +10,7 @@ from . import cookies
 from .auth import BEARER_SECURITY, bearer_required, client_info, current_principal, runtime
 from .lifecycle_schemas import DeleteAccountArgsSchema, ExportSchema
 from .limits import login_throttle, rate_limited
-from .openapi import BEARER, BODY, DATABASE, LIMITED, errors
+from .openapi import BEARER, BODY, DATABASE, LIMITED, REFUSED_BODY, errors
 from .parsing import Blueprint
 from .schemas import (
     LoginArgsSchema,
@@ -94,13 +94,17 @@ def me() -> object:
 
 
 @blp.delete("/me")
-@blp.doc(security=BEARER_SECURITY)
+@blp.doc(security=BEARER_SECURITY, operationId="deleteMe")
 @bearer_required
 @blp.arguments(DeleteAccountArgsSchema())
 @blp.response(204)
-@blp.alt_response(401, description="invalid_credentials (wrong password) or bad token")
-@blp.alt_response(422, description="validation_error")
-@blp.alt_response(429, description="rate_limited: too many wrong passwords")
+@errors(
+    blp,
+    BODY,
+    {401: BEARER[401] + "; invalid_credentials: the password is wrong"},
+    {429: "rate_limited: too many wrong passwords; see Retry-After"},
+    DATABASE,
+)
 def delete_me(args: dict) -> None:
     """Delete the current user's account (sessions, tokens and personal data go)"""
     p, client = current_principal(), client_info()
@@ -111,10 +115,10 @@ def delete_me(args: dict) -> None:
 
 
 @blp.get("/me/export")
-@blp.doc(security=BEARER_SECURITY)
+@blp.doc(security=BEARER_SECURITY, operationId="exportMe")
 @bearer_required
 @blp.response(200, ExportSchema)
-@blp.alt_response(401, description="missing, invalid, expired or revoked access token")
+@errors(blp, REFUSED_BODY, BEARER, {404: "not_found: the account was deleted meanwhile"}, DATABASE)
 def export_me() -> object:
     """Everything stored about the current user: profile, sessions, security events"""
     return lifecycle.export_account(

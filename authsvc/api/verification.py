@@ -11,19 +11,21 @@ from .lifecycle_schemas import (
     ResendVerificationArgsSchema,
 )
 from .limits import login_throttle, rate_limited
+from .openapi import BEARER, BODY, DATABASE, LIMITED, errors
 from .parsing import Blueprint
 from .schemas import MessageSchema
 
 blp = Blueprint("email", __name__, url_prefix="/api/auth", description="Email addresses")
 
+DEAD_TOKEN = {400: BODY[400] + "; invalid_email_token: unknown, expired or already used"}
+
 
 @blp.post("/verify-email")
 @rate_limited("reset_password")
+@blp.doc(operationId="verifyEmail")
 @blp.arguments(EmailTokenArgsSchema())
 @blp.response(200, MessageSchema)
-@blp.alt_response(400, description="invalid_email_token: unknown, expired or already used")
-@blp.alt_response(422, description="validation_error")
-@blp.alt_response(429, description="rate_limited (see Retry-After)")
+@errors(blp, BODY, DEAD_TOKEN, LIMITED, DATABASE)
 def verify_email(args: dict) -> dict:
     """Verify an email address with the token mailed to it"""
     verification.verify_email(get_session(), runtime(), args["token"], client_info())
@@ -32,10 +34,10 @@ def verify_email(args: dict) -> dict:
 
 @blp.post("/resend-verification")
 @rate_limited("resend_verification")
+@blp.doc(operationId="resendVerification")
 @blp.arguments(ResendVerificationArgsSchema())
 @blp.response(202, MessageSchema)
-@blp.alt_response(422, description="validation_error: not an email address")
-@blp.alt_response(429, description="rate_limited (see Retry-After)")
+@errors(blp, BODY, {422: "validation_error: not an email address"}, LIMITED, DATABASE)
 def resend_verification(args: dict) -> dict:
     """Mail the verification link again (the same answer for any address)"""
     verification.resend_verification(get_session(), runtime(), args["email"], client_info())
@@ -44,13 +46,24 @@ def resend_verification(args: dict) -> dict:
 
 @blp.post("/change-email")
 @rate_limited("resend_verification")  # per IP: each request mails an address of its choosing
-@blp.doc(security=BEARER_SECURITY)
+@blp.doc(security=BEARER_SECURITY, operationId="changeEmail")
 @bearer_required
 @blp.arguments(ChangeEmailArgsSchema())
 @blp.response(202, MessageSchema)
-@blp.alt_response(401, description="invalid_credentials (wrong password) or bad token")
-@blp.alt_response(422, description="validation_error (e.g. the address is already this one)")
-@blp.alt_response(429, description="rate_limited (see Retry-After), or too many wrong passwords")
+@errors(
+    blp,
+    BODY,
+    {401: BEARER[401] + "; invalid_credentials: the password is wrong"},
+    {
+        422: "validation_error (`errors` names each field; also a new address that is "
+        "already this account's)"
+    },
+    {
+        429: "rate_limited: too many requests from this network, or too many wrong "
+        "passwords; see Retry-After"
+    },
+    DATABASE,
+)
 def change_email(args: dict) -> dict:
     """Ask to move the account to a new address: it gets a confirmation link, the old one a
     notice; nothing changes until the link is used"""
@@ -70,12 +83,17 @@ def change_email(args: dict) -> dict:
 
 @blp.post("/confirm-email-change")
 @rate_limited("reset_password")
+@blp.doc(operationId="confirmEmailChange")
 @blp.arguments(EmailTokenArgsSchema())
 @blp.response(200, MessageSchema)
-@blp.alt_response(400, description="invalid_email_token: unknown, expired or already used")
-@blp.alt_response(409, description="email_taken: another account has the address now")
-@blp.alt_response(422, description="validation_error")
-@blp.alt_response(429, description="rate_limited (see Retry-After)")
+@errors(
+    blp,
+    BODY,
+    DEAD_TOKEN,
+    {409: "email_taken: another account has the new address now"},
+    LIMITED,
+    DATABASE,
+)
 def confirm_email_change(args: dict) -> dict:
     """Move the account to the new address with the token mailed there"""
     verification.confirm_email_change(get_session(), runtime(), args["token"], client_info())
