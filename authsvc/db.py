@@ -60,10 +60,10 @@ class Base(DeclarativeBase):
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """The app's one engine.
 
-    PostgreSQL: at most `pool_size` connections, in autocommit, so that a read (a bearer
-    check, a lookup) is one round trip; `transaction` opens a READ COMMITTED transaction for
-    each write. SQLite: WAL, foreign keys, and BEGIN sent by SQLAlchemy so that writers can
-    ask for BEGIN IMMEDIATE.
+    Reads (a bearer check, a lookup) run in autocommit on both backends: one statement, no
+    BEGIN and ROLLBACK around it. `transaction` opens each write's transaction: READ
+    COMMITTED on PostgreSQL (at most `pool_size` connections), BEGIN IMMEDIATE on SQLite
+    (WAL, foreign keys on).
     """
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -115,10 +115,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # A deferred transaction that reads first cannot be upgraded to a writer once another
-        # connection has committed (SQLITE_BUSY, no retry); writers take the lock first.
-        immediate = conn.get_execution_options().get(_IMMEDIATE)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Reads run in autocommit, as on PostgreSQL: each statement is its own transaction,
+        # no BEGIN and ROLLBACK around a lookup. Writers (`transaction`) take the write lock
+        # up front: a deferred transaction that reads first cannot be upgraded to a writer
+        # once another connection has committed (SQLITE_BUSY, no retry).
+        if conn.get_execution_options().get(_IMMEDIATE):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class _WriterQueue:

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, false, insert, select, true, update
 
 from .db import UTCDateTime
 from .models import AuthSession, RefreshToken, User
@@ -167,20 +167,74 @@ SPEND_TOKEN = (
     .returning(tokens.c.session_id, tokens.c.user_id)
 )
 
-# Mark a live session used and push its expiry out, capped; its user for the response.
-RENEW_SESSION = (
-    update(sessions)
-    .where(sessions.c.id == SID, session_live())
-    .values(
-        last_used_at=NOW,
-        expires_at=capped_expiry(),
-        ip_address=CLIENT_IP,
-        user_agent=CLIENT_AGENT,
-    )
-    .returning(sessions.c.expires_at, sessions.c.user_id, *_user_columns(sessions.c.user_id))
-)
 
-INSERT_TOKEN = insert(tokens)
+def renew_session(session_id: Any) -> Any:
+    """Mark a live session used and push its expiry out, capped; its user for the response."""
+    return (
+        update(sessions)
+        .where(sessions.c.id == session_id, session_live())
+        .values(
+            last_used_at=NOW,
+            expires_at=capped_expiry(),
+            ip_address=CLIENT_IP,
+            user_agent=CLIENT_AGENT,
+        )
+        .returning(
+            sessions.c.id,
+            sessions.c.expires_at,
+            sessions.c.user_id,
+            *_user_columns(sessions.c.user_id),
+        )
+    )
+
+
+def insert_token(user_id: Any, session_id: Any, expires_at: Any) -> Any:
+    """Add the live link (hash `link_hash`) of a session's chain."""
+    return insert(tokens).from_select(
+        [
+            "user_id",
+            "session_id",
+            "token_hash",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked",
+            "user_agent",
+            "ip_address",
+        ],
+        select(
+            user_id,
+            session_id,
+            bindparam("link_hash", type_=tokens.c.token_hash.type),
+            NOW,
+            expires_at,
+            NOW,
+            false(),
+            CLIENT_AGENT,
+            CLIENT_IP,
+        ),
+    )
+
+
+RENEW_SESSION = renew_session(SID)
+INSERT_TOKEN = insert_token(UID, SID, bindparam("link_expires", type_=UTCDateTime()))
+
+
+def _rotation() -> Any:
+    """PostgreSQL: SPEND_TOKEN, renew_session and insert_token as one statement (data-
+    modifying CTEs commit or fail together), one round trip; a row if the token was spent,
+    with the renewed session's columns NULL if it ended meanwhile (nothing renewed)."""
+    spent = SPEND_TOKEN.cte("spent")
+    renewed = renew_session(spent.c.session_id).cte("renewed")
+    successor = insert_token(renewed.c.user_id, renewed.c.id, renewed.c.expires_at)
+    return (
+        select(spent.c.session_id, spent.c.user_id, *renewed.c)
+        .select_from(spent.outerjoin(renewed, true()))
+        .add_cte(successor.cte("successor"))
+    )
+
+
+ROTATE = _rotation()
 
 # A presented token that could not be spent, and what decides between a retry and reuse.
 PRESENTED_TOKEN = (
@@ -206,30 +260,6 @@ SPENDABLE_SUCCESSOR = select(
     tokens.c.user_agent,
     *_user_columns(tokens.c.user_id),
 ).where(tokens.c.token_hash == bindparam("successor_hash"), token_spendable())
-
-
-def token_values(
-    *,
-    user_id: uuid.UUID,
-    session_id: uuid.UUID,
-    token_hash: str,
-    expires_at: datetime,
-    now: datetime,
-    ip_address: str | None,
-    user_agent: str | None,
-) -> dict[str, Any]:
-    """The row INSERT_TOKEN adds: one live link of a session's chain."""
-    return {
-        "user_id": user_id,
-        "session_id": session_id,
-        "token_hash": token_hash,
-        "created_at": now,
-        "expires_at": expires_at,
-        "last_used_at": now,
-        "revoked": False,
-        "user_agent": user_agent,
-        "ip_address": ip_address,
-    }
 
 
 # Revocation: tokens first, then sessions, the lock order of rotation (no deadlock on

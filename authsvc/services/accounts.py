@@ -144,13 +144,19 @@ def login(db: Session, rt: Runtime, email: str, password: str, client: ClientInf
     # The slow hash runs outside any transaction; the write below takes the lock only after.
     ok = rt.passwords.verify(found.password_hash if found else None, password)
     if found is None or not ok:
-        _record_failed_login(db, rt, found.id if found else None, client)
+        record_failed_login(
+            db,
+            rt,
+            client,
+            found.id if found else None,
+            details=None if found else {"reason": "unknown_email"},
+        )
         raise InvalidCredentials("invalid email or password")
     if not found.active:
-        _record_failed_login(db, rt, found.id, client, "account_disabled")
+        record_failed_login(db, rt, client, found.id, details={"reason": "account_disabled"})
         raise AccountDisabled("this account has been disabled")
     if rt.settings.REQUIRE_VERIFIED_EMAIL and not found.email_verified:
-        _record_failed_login(db, rt, found.id, client, "email_not_verified")
+        record_failed_login(db, rt, client, found.id, details={"reason": "email_not_verified"})
         raise EmailNotVerified("verify your email address first (see the mail we sent)")
     user = UserInfo(found.id, found.email, found.name, found.created_at, found.email_verified)
     verified_hash = found.password_hash
@@ -208,15 +214,16 @@ def _record_login(
     )
 
 
-def _record_failed_login(
+def record_failed_login(
     db: Session,
     rt: Runtime,
-    user_id: uuid.UUID | None,
     client: ClientInfo,
-    reason: str | None = None,
+    user_id: uuid.UUID | None,
+    *,
+    session_id: uuid.UUID | None = None,
+    details: dict[str, str] | None = None,
 ) -> None:
-    if user_id is None:
-        reason = "unknown_email"
+    """A refused password (a login, or the check before an account change): its event."""
     with transaction(db):
         record_event(
             db,
@@ -224,5 +231,6 @@ def _record_failed_login(
             now=rt.clock(),
             client=client,
             user_id=user_id,
-            details={"reason": reason} if reason else None,
+            session_id=session_id,
+            details=details,
         )

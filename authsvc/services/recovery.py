@@ -26,7 +26,7 @@ from ..errors import (
 from ..models import PasswordResetToken, User
 from ..runtime import Runtime
 from ..security.tokens import MAX_TOKEN_LENGTH, hash_token, new_token
-from .accounts import check_password_policy, normalise_email
+from .accounts import check_password_policy, normalise_email, record_failed_login
 from .common import ClientInfo, TokenPair, UserInfo
 from .events import record_event
 from .notices import frontend_link, notify
@@ -196,16 +196,9 @@ def change_password(
     _check_new_password(rt, new_password, user.email)
     # Both argon2 runs happen before the write lock is taken.
     if not rt.passwords.verify(verified_hash, current_password):
-        with transaction(db):
-            record_event(
-                db,
-                "login_failed",
-                now=rt.clock(),
-                client=client,
-                user_id=user.id,
-                session_id=session_id,
-                details={"method": "change_password"},
-            )
+        record_failed_login(
+            db, rt, client, user.id, session_id=session_id, details={"method": "change_password"}
+        )
         raise InvalidCredentials("the current password is incorrect")
     new_hash = rt.passwords.hash(new_password)
     now = rt.clock()

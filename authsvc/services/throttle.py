@@ -14,16 +14,12 @@ email (the store never holds an address) and the client's network (an IPv4 addre
   skips the account entry (its own pair entry still applies), so a distributed attack on an
   account does not keep its owner out even while it lasts.
 
-A failure is counted whether or not the account exists, so a 429 says nothing about that.
-A successful login clears its pair entry and marks its network known. It leaves the account
-entry alone: the owner signing in often must not hand an attacker elsewhere fresh free
-guesses each time (the account entry decays by itself). While an entry is in its delay phase,
-each attempt reserves its turn atomically: requests fired in parallel cannot all slip through
-one opening.
-Entries are forgotten an hour after their last wait ends.
-
-Time is the caller's clock (`rt.clock()`), so tests can move it; the stores only compare it.
-"""
+A failure counts whether or not the account exists (a 429 says nothing about that). A
+successful login clears its pair entry and marks its network known, and leaves the account
+entry to decay by itself, so an owner signing in often hands no attacker free guesses. In the
+delay phase each attempt reserves its turn atomically: parallel requests cannot all slip
+through one opening. Entries are forgotten an hour after their last wait ends. Time is the
+caller's clock (`rt.clock()`); the stores only compare it."""
 
 from __future__ import annotations
 

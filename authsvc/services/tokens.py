@@ -84,15 +84,14 @@ def _add_token(
     """Add `raw` as the live link of the session's chain; returns it."""
     db.execute(
         q.INSERT_TOKEN,
-        q.token_values(
-            user_id=user_id,
-            session_id=session_id,
-            token_hash=hash_token(raw),
-            expires_at=expires_at,
-            now=now,
-            ip_address=client.ip_address,
-            user_agent=client.user_agent,
-        ),
+        {
+            "uid": user_id,
+            "sid": session_id,
+            "link_hash": hash_token(raw),
+            "link_expires": expires_at,
+            "now": now,
+            **_client(client),
+        },
     )
     return raw
 
@@ -143,21 +142,38 @@ def rotate_refresh_token(db: Session, rt: Runtime, raw: str, client: ClientInfo)
     now = rt.clock()
     presented_hash = hash_token(raw)
     successor = new_token()
-    sealed = seal_successor(raw, successor)
+    params = {
+        "presented_hash": presented_hash,
+        "sealed": seal_successor(raw, successor),
+        "link_hash": hash_token(successor),
+        **_times(rt, now),
+        **_client(client),
+    }
     with transaction(db):
-        spent = db.execute(
-            q.SPEND_TOKEN, {"presented_hash": presented_hash, "now": now, "sealed": sealed}
-        ).first()
+        spent, renewed = _rotate(db, params)
         if spent is None:
             return _retry_or_reject(db, rt, raw, presented_hash, client, now)
-        renewed = db.execute(
-            q.RENEW_SESSION, {"sid": spent.session_id, **_times(rt, now), **_client(client)}
-        ).first()
-        if renewed is None:  # ended between the two statements
+        if renewed is None:  # ended between spending and renewing
             raise InvalidToken("refresh token revoked")
         user = _user(rt, renewed, spent.user_id)
-        _add_token(db, successor, spent.user_id, spent.session_id, renewed.expires_at, client, now)
     return token_pair(rt, user, spent.session_id, successor, renewed.expires_at, now)
+
+
+def _rotate(db: Session, params: dict[str, Any]) -> tuple[Any, Any]:
+    """Spend the presented token, renew its session, add the successor: the token's row (or
+    None: not spendable, nothing written) and the renewed session's (or None: it ended).
+    One statement on PostgreSQL (queries.ROTATE), the same three in turn on SQLite."""
+    if db.get_bind().dialect.name == "postgresql":
+        row = db.execute(q.ROTATE, params).first()
+        return row, (row if row is not None and row.expires_at is not None else None)
+    spent = db.execute(q.SPEND_TOKEN, params).first()
+    if spent is None:
+        return None, None
+    at = {"sid": spent.session_id, "uid": spent.user_id}
+    renewed = db.execute(q.RENEW_SESSION, {**params, **at}).first()
+    if renewed is not None:
+        db.execute(q.INSERT_TOKEN, {**params, **at, "link_expires": renewed.expires_at})
+    return spent, renewed
 
 
 def _retry_or_reject(

@@ -14,7 +14,7 @@ from ..db import transaction
 from ..errors import EmailTaken, InvalidCredentials, InvalidEmailToken, ValidationFailed
 from ..models import PasswordResetToken, User
 from ..runtime import Runtime
-from .accounts import normalise_email
+from .accounts import normalise_email, record_failed_login
 from .common import ClientInfo, UserInfo
 from .email_tokens import (
     CHANGE,
@@ -87,16 +87,9 @@ def request_email_change(
     if verified_hash is None:  # the account was deleted since the bearer check
         raise InvalidCredentials("the password is incorrect")
     if not rt.passwords.verify(verified_hash, password):
-        with transaction(db):
-            record_event(
-                db,
-                "login_failed",
-                now=rt.clock(),
-                client=client,
-                user_id=user.id,
-                session_id=session_id,
-                details={"method": "change_email"},
-            )
+        record_failed_login(
+            db, rt, client, user.id, session_id=session_id, details={"method": "change_email"}
+        )
         raise InvalidCredentials("the password is incorrect")
     if new_email == user.email:
         raise ValidationFailed.field("new_email", "is already this account's address")
