@@ -86,6 +86,19 @@ def user_fields() -> list[Any]:
     ]
 
 
+def profile_fields() -> list[Any]:
+    """An account's profile, as its export and the admin surface show it."""
+    return [
+        users.c.id,
+        users.c.email,
+        users.c.name,
+        users.c.created_at,
+        users.c.password_changed_at,
+        email_verified().label("email_verified"),
+        users.c.email_verified_at,
+    ]
+
+
 def _user_columns(user_id: Any) -> list[Any]:
     """user_fields() but the id, for the user that `user_id` (a column) names."""
     return [

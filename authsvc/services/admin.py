@@ -47,13 +47,7 @@ def _accounts(now: datetime, *where: Any) -> Any:
         .scalar_subquery()
     )
     return select(
-        User.id,
-        User.email,
-        User.name,
-        User.created_at,
-        User.password_changed_at,
-        q.email_verified().label("email_verified"),
-        User.email_verified_at,
+        *q.profile_fields(),
         (~q.account_active()).label("disabled"),
         User.disabled_at,
         live.label("active_sessions"),

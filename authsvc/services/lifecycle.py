@@ -104,17 +104,7 @@ def delete_own_account(
 def export_account(db: Session, rt: Runtime, user: UserInfo, client: ClientInfo) -> dict[str, Any]:
     """Everything stored about the account, for its owner (GDPR art. 15 and 20)."""
     now = rt.clock()
-    profile = db.execute(
-        select(
-            User.id,
-            User.email,
-            User.name,
-            User.created_at,
-            User.password_changed_at,
-            q.email_verified().label("email_verified"),
-            User.email_verified_at,
-        ).where(User.id == user.id)
-    ).first()
+    profile = db.execute(select(*q.profile_fields()).where(q.users.c.id == user.id)).first()
     if profile is None:
         raise NotFound("no such account")
     sessions = db.execute(

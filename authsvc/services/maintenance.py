@@ -164,7 +164,8 @@ def _count(db: Session, report: PurgeReport) -> None:
 def _delete_by_id(
     db: Session, report: PurgeReport, model: type, condition: ColumnElement[bool], batch_size: int
 ) -> int:
-    """DELETE … WHERE id IN (SELECT id … LIMIT n), one committed batch at a time."""
+    """Delete the rows `condition` matches by id, `batch_size` at a time, each batch its own
+    committed transaction."""
     total = 0
     while True:
         batch = select(model.id).where(condition).limit(batch_size).scalar_subquery()
