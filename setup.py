@@ -1,5 +1,6 @@
 """What pyproject.toml cannot say: the top-level migrations/ and gunicorn.conf.py ship inside
-the authsvc package, where `authsvc migrate` and `authsvc serve` find them once installed."""
+the authsvc package, where `authsvc migrate` and `authsvc serve` find them once installed;
+the mail templates ship as the package's data."""
 
 from pathlib import Path
 
@@ -21,6 +22,6 @@ setup(
         "authsvc.migrations.versions",
     ],
     package_dir={"authsvc.migrations": "migrations"},
-    package_data={"authsvc.migrations": ["script.py.mako"]},
+    package_data={"authsvc": ["templates/mail/*"], "authsvc.migrations": ["script.py.mako"]},
     cmdclass={"build_py": BuildPyWithGunicornConfig},
 )

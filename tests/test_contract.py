@@ -225,7 +225,13 @@ const pair: LoginResponses[200]["content"]["application/json"] = {
   token_type: "bearer",
   expires_in: 1800,
   refresh_expires_in: 604800,
-  user: { id: "u", email: "e@example.com", name: null, created_at: "2026-01-01T00:00:00Z" },
+  user: {
+    id: "u",
+    email: "e@example.com",
+    name: null,
+    created_at: "2026-01-01T00:00:00Z",
+    email_verified: false,
+  },
 };
 const event: components["schemas"]["Event"]["type"] = "login_succeeded";
 // @ts-expect-error: not an event type
