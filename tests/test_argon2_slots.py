@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 
 from authsvc.config import ConfigError, load_settings
 from authsvc.security.passwords import ArgonSlots, Passwords
@@ -27,15 +28,15 @@ ARGON2 = {"memory_cost": 4096, "time_cost": 1, "parallelism": 1}
 
 
 class InsideArgon2:
-    """Wraps a Passwords' hasher to count the runs inside argon2 at each moment."""
+    """An argon2 hasher that counts the runs inside it at each moment; given to Passwords."""
 
-    def __init__(self, passwords: Passwords) -> None:
-        self._hasher = passwords._hasher
+    def __init__(self) -> None:
+        self._hasher = PasswordHasher(**ARGON2)
         self._lock = threading.Lock()
-        self.now = 0
-        self.most = 0
-        self.runs = 0
-        passwords._hasher = self
+        self.reset()
+
+    def reset(self) -> None:
+        self.now = self.most = self.runs = 0
 
     def _inside(self, method: str, *args: Any) -> Any:
         with self._lock:
@@ -53,6 +54,14 @@ class InsideArgon2:
 
     def verify(self, password_hash: str, password: str) -> bool:
         return self._inside("verify", password_hash, password)
+
+
+def watched(**settings: Any) -> tuple[Passwords, InsideArgon2]:
+    """Passwords whose argon2 runs are counted (from after its own start-up hash)."""
+    inside = InsideArgon2()
+    passwords = Passwords(**ARGON2, hasher=inside, **settings)
+    inside.reset()
+    return passwords, inside
 
 
 def run_threads(count: int, action: Any) -> None:
@@ -107,8 +116,7 @@ def warnings_logged() -> Iterator[list[str]]:
 
 
 def test_threads_never_run_more_than_the_limit_at_once(slot_dir):
-    passwords = Passwords(**ARGON2, concurrency=2, slot_dir=slot_dir)
-    inside = InsideArgon2(passwords)
+    passwords, inside = watched(concurrency=2, slot_dir=slot_dir)
     run_threads(12, lambda i: sign_in_and_up(passwords, i))
     assert inside.runs == 12 * 4
     assert inside.most == 2  # never more, and both slots were used
@@ -117,9 +125,11 @@ def test_threads_never_run_more_than_the_limit_at_once(slot_dir):
 
 
 def test_apps_in_one_process_share_the_slots(slot_dir):
-    first = Passwords(**ARGON2, concurrency=1, slot_dir=slot_dir)
-    second = Passwords(**ARGON2, concurrency=1, slot_dir=slot_dir)
-    inside = [InsideArgon2(first), InsideArgon2(second)]
+    (first, first_inside), (second, second_inside) = (
+        watched(concurrency=1, slot_dir=slot_dir),
+        watched(concurrency=1, slot_dir=slot_dir),
+    )
+    inside = [first_inside, second_inside]
     both_at_once = threading.Lock()
     most_together = 0
 
@@ -139,11 +149,11 @@ def test_apps_in_one_process_share_the_slots(slot_dir):
 WORKER = """
 import json, sys, time
 from pathlib import Path
+from argon2 import PasswordHasher
 from authsvc.security.passwords import Passwords
 
 slot_dir, concurrency, start_at, out = sys.argv[1:]
-passwords = Passwords(4096, 1, 1, concurrency=int(concurrency), slot_dir=Path(slot_dir))
-hasher, intervals = passwords._hasher, []
+hasher, intervals = PasswordHasher(memory_cost=4096, time_cost=1, parallelism=1), []
 
 class Recording:
     def hash(self, *args):
@@ -157,7 +167,10 @@ class Recording:
         finally:
             intervals.append((started, time.monotonic()))
 
-passwords._hasher = Recording()
+passwords = Passwords(
+    4096, 1, 1, concurrency=int(concurrency), slot_dir=Path(slot_dir), hasher=Recording()
+)
+intervals.clear()  # its start-up hash
 time.sleep(max(0.0, float(start_at) - time.monotonic()))
 for i in range(6):
     stored = passwords.hash(f"password {i}")
@@ -270,15 +283,19 @@ def test_a_killed_holder_frees_its_slot(slot_dir):
 
 
 def test_zero_means_no_limit(slot_dir):
-    passwords = Passwords(**ARGON2, concurrency=0, slot_dir=slot_dir)
     all_inside = threading.Barrier(6, timeout=30)
 
     class WaitForAll:
+        armed = False
+
         def hash(self, password: str) -> str:
-            all_inside.wait()  # would time out if fewer than 6 could be inside at once
+            if self.armed:
+                all_inside.wait()  # would time out if fewer than 6 could be inside at once
             return "$argon2id$"
 
-    passwords._hasher = WaitForAll()
+    hasher = WaitForAll()
+    passwords = Passwords(**ARGON2, concurrency=0, slot_dir=slot_dir, hasher=hasher)
+    hasher.armed = True
     run_threads(6, lambda i: passwords.hash(PASSWORD))
     assert not slot_dir.exists()
 
@@ -286,8 +303,7 @@ def test_zero_means_no_limit(slot_dir):
 def test_an_unusable_directory_limits_per_process(tmp_path, warnings_logged):
     not_a_directory = tmp_path / "a-file"
     not_a_directory.write_text("")
-    passwords = Passwords(**ARGON2, concurrency=2, slot_dir=not_a_directory / "argon2-slots")
-    inside = InsideArgon2(passwords)
+    passwords, inside = watched(concurrency=2, slot_dir=not_a_directory / "argon2-slots")
     run_threads(8, lambda i: sign_in_and_up(passwords, i))
     assert inside.most == 2
     assert len(warnings_logged) == 1
@@ -295,8 +311,7 @@ def test_an_unusable_directory_limits_per_process(tmp_path, warnings_logged):
 
 
 def test_slots_lost_after_the_start_never_fail_a_run(slot_dir, warnings_logged):
-    passwords = Passwords(**ARGON2, concurrency=2, slot_dir=slot_dir)
-    inside = InsideArgon2(passwords)
+    passwords, inside = watched(concurrency=2, slot_dir=slot_dir)
     shutil.rmtree(slot_dir)  # new threads cannot open the slot files any more
     run_threads(8, lambda i: sign_in_and_up(passwords, i))
     assert inside.most <= 2

@@ -166,8 +166,11 @@ class Passwords:
         *,
         concurrency: int = 0,
         slot_dir: Path | None = None,
+        hasher: Any = None,
     ) -> None:
-        self._hasher = PasswordHasher(
+        """`hasher` replaces argon2-cffi's PasswordHasher made from the parameters: anything
+        with its `hash`, `verify` and `check_needs_rehash` (e.g. a wrapper that watches it)."""
+        self._hasher = hasher or PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_cost,
             parallelism=parallelism,
