@@ -212,6 +212,19 @@ def make_app(base_config: dict[str, Any], clock: MovableClock) -> Iterator[Calla
 
 
 @pytest.fixture
+def smtp() -> Iterator[Any]:
+    """A real SMTP server on loopback (tests/mailtest.py); mail still queued is sent first."""
+    from mailtest import SmtpServer
+
+    from authsvc import mail
+
+    server = SmtpServer()
+    yield server
+    mail.wait_until_sent(15)
+    server.stop()
+
+
+@pytest.fixture
 def client(app: Any) -> Any:
     return app.test_client()
 
@@ -309,14 +322,19 @@ class LiveServer:
         raise RuntimeError("gunicorn did not become ready within 30 s")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """End a server the tests started: SIGTERM, then SIGKILL after 15 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stderr:
+        process.stderr.close()
 
 
 def server_env(config: dict[str, Any], **extra: Any) -> dict[str, str]:

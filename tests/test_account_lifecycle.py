@@ -4,8 +4,7 @@ the account, exporting its data."""
 
 from __future__ import annotations
 
-import pytest
-from mailtest import SmtpServer, reset_token, sign_in, signup, text_body, wait_for_messages
+from mailtest import reset_token, sign_in, signup, text_body, wait_for_messages
 from sqlalchemy import select
 
 from authsvc import mail
@@ -15,14 +14,6 @@ from conftest import PASSWORD, bearer
 EMAIL = "alice@example.com"
 NEW_PASSWORD = "a whole new passphrase"
 REUSE_SUBJECT = "A sign-in of yours was ended for your security"
-
-
-@pytest.fixture
-def smtp():
-    server = SmtpServer()
-    yield server
-    mail.wait_until_sent(15)
-    server.stop()
 
 
 def subjects(smtp, address=EMAIL):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from mailtest import SmtpServer, access_claims, html_body, text_body, wait_for_messages
+from mailtest import access_claims, html_body, text_body, wait_for_messages
 from sqlalchemy import select
 
 from authsvc import mail
@@ -17,14 +17,6 @@ from conftest import PASSWORD, bearer
 EMAIL = "alice@example.com"
 NEW_EMAIL = "alice@new.example"
 VERIFY_SUBJECT = "Confirm your email address"
-
-
-@pytest.fixture
-def smtp():
-    server = SmtpServer()
-    yield server
-    mail.wait_until_sent(15)
-    server.stop()
 
 
 def link_token(message, path):

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from mailtest import (
-    SmtpServer,
     capture_logs,
     html_body,
     outbox_messages,
@@ -24,7 +23,6 @@ from mailtest import (
 )
 from sqlalchemy import func, select
 
-from authsvc import mail
 from authsvc.models import PasswordResetToken, SecurityEvent
 from authsvc.security.tokens import hash_token
 from conftest import PASSWORD, bearer
@@ -33,14 +31,6 @@ EMAIL = "alice@example.com"
 NEW_PASSWORD = "a whole new passphrase"
 RESET = "/api/auth/reset-password"
 FORGOT = "/api/auth/forgot-password"
-
-
-@pytest.fixture
-def smtp():
-    server = SmtpServer()
-    yield server
-    mail.wait_until_sent(15)
-    server.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PASSWORD, ROOT, free_port
+from conftest import PASSWORD, ROOT, free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -186,14 +186,7 @@ http {{
         raise RuntimeError("nginx did not listen within 30 s")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
+        stop_process(self.process)
 
 
 @pytest.fixture
