@@ -43,6 +43,8 @@ class DeleteAccountArgsSchema(StrictSchema):
 
 
 class ExportProfileSchema(ma.Schema):
+    """An account's profile (queries.profile_fields), in its export and to operators."""
+
     id = ma.fields.UUID(required=True)
     email = ma.fields.String(required=True)
     name = ma.fields.String(required=True, allow_none=True)
@@ -88,16 +90,9 @@ class ExportSchema(ma.Schema):
     )
 
 
-class AccountSchema(ma.Schema):
-    """An account as operators see it."""
+class AccountSchema(ExportProfileSchema):
+    """An account as operators see it: its profile, its state and its live sessions."""
 
-    id = ma.fields.UUID(required=True)
-    email = ma.fields.String(required=True)
-    name = ma.fields.String(required=True, allow_none=True)
-    created_at = ma.fields.AwareDateTime(required=True)
-    password_changed_at = ma.fields.AwareDateTime(required=True)
-    email_verified = ma.fields.Boolean(required=True)
-    email_verified_at = ma.fields.AwareDateTime(required=True, allow_none=True)
     disabled = ma.fields.Boolean(required=True)
     disabled_at = ma.fields.AwareDateTime(required=True, allow_none=True)
     active_sessions = ma.fields.Integer(required=True)
